@@ -1,0 +1,204 @@
+"""Loading the course datasets (Hub in Colab, a local mirror offline) and image transforms."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+DATA_DIR_ENV = "COURSE_DATA_DIR"
+HUB_HOST = "huggingface.co"
+
+
+class CourseDataError(RuntimeError):
+    """A course dataset could not be loaded; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """Where the offline copy of one Hub dataset lives under `COURSE_DATA_DIR`."""
+
+    files: dict[str, str]
+    rename: dict[str, str]
+    note: str
+
+
+MIRRORS: dict[str, Mirror] = {
+    "ylecun/mnist": Mirror(
+        files={"train": "mnist/train.parquet", "test": "mnist/test.parquet"},
+        rename={},
+        note="MNIST (the full 60 000 / 10 000 images)",
+    ),
+    "huggan/smithsonian_butterflies_subset": Mirror(
+        files={"train": "cifar10_subset/train.parquet"},
+        rename={"img": "image"},
+        note="a stand-in: 5000 CIFAR-10 photos at 32x32, not butterflies",
+    ),
+}
+MIRRORS["mnist"] = MIRRORS["ylecun/mnist"]
+
+
+def data_source(name: str) -> str:
+    """Say in words where `load_course_dataset(name)` reads from right now."""
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir and name in MIRRORS:
+        return f"offline mirror in {DATA_DIR_ENV}: {MIRRORS[name].note}"
+    return f"Hugging Face Hub: {name}"
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Try one TCP connection to the Hub, giving up after `timeout` seconds (DNS included)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((HUB_HOST, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _offline_flags_set() -> bool:
+    return any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def _load_mirror(name: str, split: str, data_dir: str):
+    from datasets import load_dataset
+
+    if name not in MIRRORS:
+        known = sorted(k for k in MIRRORS if "/" in k)
+        raise CourseDataError(
+            f"{DATA_DIR_ENV} is set, but the course has no offline copy of {name!r}. "
+            f"Offline copies exist for: {', '.join(known)}. Unset {DATA_DIR_ENV} to use the Hub."
+        )
+    mirror = MIRRORS[name]
+    if split not in mirror.files:
+        raise ValueError(f"split must be one of {sorted(mirror.files)} for {name!r}, got {split!r}")
+    path = Path(data_dir).expanduser() / mirror.files[split]
+    if not path.is_file():
+        raise CourseDataError(
+            f"{DATA_DIR_ENV}={data_dir!r} has no file {mirror.files[split]!r}. "
+            f"Point {DATA_DIR_ENV} at the folder that holds mnist/ and cifar10_subset/ "
+            f"(in this repository's tests: ../shared/data)."
+        )
+    dataset = load_dataset("parquet", data_files={split: str(path)}, split=split)
+    for old, new in mirror.rename.items():
+        dataset = dataset.rename_column(old, new)
+    return dataset
+
+
+def load_course_dataset(name: str = "ylecun/mnist", split: str = "train"):
+    """Load a course dataset: the local mirror if `COURSE_DATA_DIR` is set, else the Hugging Face Hub."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a dataset id such as 'ylecun/mnist', got {name!r}")
+    if not isinstance(split, str) or not split:
+        raise TypeError(f"split must be a string such as 'train', got {split!r}")
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir:
+        return _load_mirror(name, split, data_dir)
+
+    from datasets import load_dataset
+
+    # Without this check, datasets retries for ~20 s and then fails deep inside its own code.
+    if not _offline_flags_set() and not _hub_reachable():
+        raise CourseDataError(
+            f"Cannot reach the Hugging Face Hub ({HUB_HOST}) to download {name!r}. "
+            f"Connect to the internet, or set {DATA_DIR_ENV} to a folder with the course's "
+            f"offline copies (in this repository: export {DATA_DIR_ENV}=../shared/data)."
+        )
+    try:
+        return load_dataset(name, split=split)
+    except Exception as exc:  # datasets raises many kinds; say what to do instead
+        raise CourseDataError(
+            f"Loading {name!r} (split {split!r}) from the Hugging Face Hub failed: "
+            f"{type(exc).__name__}: {exc}. Offline, set {DATA_DIR_ENV} to the folder with the "
+            f"course's offline copies (in this repository: ../shared/data)."
+        ) from exc
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image as a float (C, H, W) tensor in [0, 1]."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageTransform:
+    """A `dataset.set_transform` function: resize, optional random flip, tensor in [-1, 1] or [0, 1]."""
+
+    MODES = ("L", "RGB")
+    RANGES = ((-1.0, 1.0), (0.0, 1.0))
+
+    def __init__(
+        self,
+        size: int | None = None,
+        mode: str = "RGB",
+        flip_prob: float = 0.0,
+        value_range: tuple[float, float] = (-1.0, 1.0),
+        image_column: str = "image",
+        output_column: str = "images",
+        seed: int | None = None,
+    ) -> None:
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise ValueError(f"size must be a positive int or None, got {size!r}")
+        if mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob!r}")
+        value_range = tuple(float(v) for v in value_range)  # type: ignore[assignment]
+        if value_range not in self.RANGES:
+            raise ValueError(f"value_range must be (-1, 1) or (0, 1), got {value_range!r}")
+        self.size, self.mode, self.flip_prob = size, mode, flip_prob
+        self.value_range = value_range
+        self.image_column, self.output_column = image_column, output_column
+        self.rng = random.Random(seed)
+
+    def one(self, image: Image.Image) -> torch.Tensor:
+        """Transform a single PIL image into a (C, H, W) tensor."""
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"expected a PIL.Image.Image in column {self.image_column!r}, got {type(image).__name__}")
+        image = image.convert(self.mode)
+        if self.size is not None and image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        tensor = pil_to_tensor(image)
+        if self.flip_prob > 0 and self.rng.random() < self.flip_prob:
+            tensor = tensor.flip(-1)  # mirror left-right
+        if self.value_range == (-1.0, 1.0):
+            tensor = tensor * 2 - 1
+        return tensor
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Map a batch dict from `datasets` to {output_column: tensors, other columns unchanged}."""
+        if self.image_column not in batch:
+            raise KeyError(f"the batch has no column {self.image_column!r}; it has {sorted(batch)}")
+        out = {k: v for k, v in batch.items() if k != self.image_column}
+        out[self.output_column] = [self.one(image) for image in batch[self.image_column]]
+        return out
+
+
+def to_tensor_batch(dataset, n: int, transform: Callable[[Image.Image], torch.Tensor] | None = None,
+                    image_column: str = "image") -> torch.Tensor:
+    """Stack the first `n` images of a dataset into a (n, C, H, W) tensor (default: [0, 1] range)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if n > len(dataset):
+        raise ValueError(f"asked for {n} images but the dataset has only {len(dataset)}")
+    transform = transform or pil_to_tensor
+    images = dataset[:n][image_column]
+    return torch.stack([transform(image) for image in images])

@@ -1,0 +1,72 @@
+"""The committed notebooks hold one clean, full-budget run made by `python -m course_utils.execute`."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_utils.execute import NOISY_NOTEBOOK_KEYS, STAMP_KEY, WIDGET_MIME, clean
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+STAMP_FIELDS = {"budget", "executed_at", "wall_time_s", "device", "data", "versions"}
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no notebooks/NN_topic.ipynb found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_run_is_clean_and_in_order(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
+    counts = [c.execution_count for c in code]
+    assert counts == list(range(1, len(code) + 1)), f"{path.name}: execution counts {counts} are not 1..n"
+    for cell in code:
+        for output in cell.outputs:
+            assert output.output_type != "error", f"{path.name}: stored error {output.get('ename')}"
+            assert WIDGET_MIME not in output.get("data", {}), f"{path.name}: a widget view was committed"
+            if output.output_type == "stream":
+                assert "Traceback" not in output.text
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_run_is_stamped_full_budget(path):
+    nb = nbformat.read(path, as_version=4)
+    stamp = nb.metadata.get(STAMP_KEY)
+    assert stamp, f"{path.name}: no run stamp; execute it with `python -m course_utils.execute {path.name}`"
+    assert STAMP_FIELDS <= set(stamp), f"{path.name}: stamp lacks {STAMP_FIELDS - set(stamp)}"
+    assert stamp["budget"] == "full", f"{path.name}: stored outputs come from a {stamp['budget']} run"
+    assert stamp["wall_time_s"] > 0 and {"torch", "diffusers", "python"} <= set(stamp["versions"])
+    for key in NOISY_NOTEBOOK_KEYS:
+        assert key not in nb.metadata, f"{path.name}: editor metadata {key!r} committed"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_has_colab_setup_and_checked_cells(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert any("google.colab" in s and "%pip install" in s for s in code[:3]), "no Colab install cell near the top"
+    checked = [c for c in nb.cells if "nbval-check-output" in c.metadata.get("tags", [])]
+    assert checked, "no cell is tagged nbval-check-output"
+    for cell in checked:
+        assert cell.source.startswith("# NBVAL_CHECK_OUTPUT"), "a checked cell lacks its visible marker comment"
+        if any(word in cell.source for word in ("randn", "rand(", "randint", "random")):
+            assert "seed" in cell.source, "a checked cell that draws random numbers must seed them"
+
+
+def test_clean_drops_widgets_and_editor_metadata():
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {"state": {}}
+    nb.metadata["colab"] = {"provenance": []}
+    cell = nbformat.v4.new_code_cell("1")
+    cell.metadata["execution"] = {"iopub.status.busy": "x"}
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={WIDGET_MIME: {"model_id": "1"}, "text/plain": "w"}),
+        nbformat.v4.new_output("stream", text="kept"),
+    ]
+    nb.cells.append(cell)
+    cleaned = clean(json.loads(json.dumps(nb), object_hook=nbformat.NotebookNode))
+    assert "widgets" not in cleaned.metadata and "colab" not in cleaned.metadata
+    assert "execution" not in cleaned.cells[0].metadata
+    assert [o.output_type for o in cleaned.cells[0].outputs] == ["stream"]
