@@ -139,3 +139,205 @@ def check_snr_crossing(t_cross: object) -> CheckResult:
         return _report(False, "off by one: you want the first t whose SNR is already below 1")
     direction = "late" if t_cross > expected else "early"
     return _report(False, f"t = {t_cross} is too {direction}. Hint: SNR = ᾱ_t / (1 − ᾱ_t); look for the first t where it is < 1")
+
+
+def _ddpm_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
+
+
+def reference_ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, scheduler, noise: torch.Tensor) -> torch.Tensor:
+    """Ho et al. (2020), Algorithm 2: x_{t-1} = (x_t − β_t/√(1−ᾱ_t) ε)/√α_t + σ_t z, σ_t² = β̃_t (diffusers' fixed_small)."""
+    beta, alpha, ab = scheduler.betas[t], scheduler.alphas[t], scheduler.alphas_cumprod[t]
+    ab_prev = scheduler.alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0)
+    mean = (x_t - beta / (1 - ab).sqrt() * eps) / alpha.sqrt()
+    variance = (1 - ab_prev) / (1 - ab) * beta
+    return mean + variance.sqrt() * noise
+
+
+def check_x0_from_eps(x0_from_eps: Callable) -> CheckResult:
+    """Check `x0_from_eps(x_t, eps, t, alphas_cumprod)` inverts x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε for x_0."""
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    eps = torch.randn(3, 1, 8, 8, generator=g)
+    t = torch.tensor([10, 500, 900])
+    alphas_cumprod = _ddpm_scheduler().alphas_cumprod
+    ab = alphas_cumprod[t].view(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    result, err = _call(x0_from_eps, x_t, eps, t, alphas_cumprod, name="x0_from_eps")
+    if err:
+        return _report(False, err)
+    result, err = _as_tensor(result, tuple(x0.shape), "x0_from_eps")
+    if err:
+        return _report(False, err + ". Hint: index alphas_cumprod with t and reshape to (B, 1, 1, 1)")
+    if torch.allclose(result, x0.double(), atol=1e-3):
+        return _report(True, "x̂0 = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t recovers the clean images")
+    if torch.allclose(result, (x_t - (1 - ab) * eps).double() / ab.double(), atol=1e-3):
+        return _report(False, "the coefficients are standard deviations: they need square roots")
+    if torch.allclose(result, (x_t - (1 - ab).sqrt() * eps).double(), atol=1e-3):
+        return _report(False, "you removed the noise but did not undo the scaling of the signal")
+    return _report(False, "solve x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε for x_0, with each image's own t")
+
+
+def check_ddpm_step(ddpm_step: Callable) -> CheckResult:
+    """Check `ddpm_step(x_t, eps, t, scheduler, noise)` returns x_{t−1} as in Ho et al. (2020), Algorithm 2."""
+    scheduler = _ddpm_scheduler()
+    g = torch.Generator().manual_seed(3)
+    x_t = torch.randn(2, 1, 8, 8, generator=g)
+    eps = torch.randn(2, 1, 8, 8, generator=g)
+    noise = torch.randn(2, 1, 8, 8, generator=g)
+    for t in (600, 20, 0):
+        result, err = _call(ddpm_step, x_t, eps, t, scheduler, noise, name="ddpm_step")
+        if err:
+            return _report(False, err)
+        result, err = _as_tensor(result, tuple(x_t.shape), "ddpm_step")
+        if err:
+            return _report(False, err)
+        expected = reference_ddpm_step(x_t, eps, t, scheduler, noise).double()
+        if torch.allclose(result, expected, atol=1e-4):
+            continue
+        beta, alpha, ab = scheduler.betas[t], scheduler.alphas[t], scheduler.alphas_cumprod[t]
+        mean = ((x_t - beta / (1 - ab).sqrt() * eps) / alpha.sqrt()).double()
+        if t == 0:
+            return _report(False, "at t = 0 the last step adds no noise: σ_0 = 0, since ᾱ_{t−1} is 1 there")
+        if torch.allclose(result, mean, atol=1e-4):
+            return _report(False, "the mean is right, but each step except the last adds σ_t z of fresh noise")
+        if torch.allclose(result, mean + beta.sqrt() * noise.double(), atol=1e-4):
+            return _report(False, "close: σ_t² = β_t is the paper's other choice; use β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t "
+                                  "as diffusers' default 'fixed_small' does")
+        return _report(False, "compare with μ = (x_t − β_t/√(1−ᾱ_t) ε)/√α_t, then add σ_t z")
+    return _report(True, "your step matches Algorithm 2 of Ho et al., noise and last step included")
+
+
+def check_mix_factors(mix_factors: Callable) -> CheckResult:
+    """Check `mix_factors(n_steps)`: fractions that move 1/n of the way first and land on the prediction last."""
+    for n in (1, 5, 10):
+        result, err = _call(mix_factors, n, name="mix_factors")
+        if err:
+            return _report(False, err)
+        try:
+            factors = [float(f) for f in result]
+        except TypeError:
+            return _report(False, f"mix_factors should return a list of numbers, got {type(result).__name__}")
+        if len(factors) != n:
+            return _report(False, f"mix_factors({n}) should give one factor per step ({n}), got {len(factors)}")
+        if any(not 0 < f <= 1 for f in factors):
+            return _report(False, "each factor is a fraction of the way to the prediction: it must lie in (0, 1]")
+        if abs(factors[-1] - 1) > 1e-9:
+            return _report(False, "the last step should land exactly on the prediction (factor 1)")
+        if abs(factors[0] - 1 / n) > 1e-9:
+            return _report(False, f"the first step should move 1/n of the way (1/{n}), got {factors[0]:.3g}")
+        # Equal shares: step i moves 1/(n-i) of what remains, so each step covers 1/n of the original distance.
+        remaining = 1.0
+        for f in factors:
+            moved = remaining * f
+            if abs(moved - 1 / n) > 1e-9:
+                return _report(False, "each step should cover an equal share (1/n) of the original distance to the "
+                                      "prediction; what is left shrinks, so the fraction must grow")
+            remaining -= moved
+    return _report(True, "step i moves 1/(n − i) of the remaining way, an equal share each step")
+
+
+def _check_images(images: object, name: str, n: int, shape: tuple[int, ...]) -> str | None:
+    if not isinstance(images, (list, tuple)) or len(images) != n:
+        return f"{name} should be a list with one tensor per input image ({n}), got {type(images).__name__}"
+    for image in images:
+        if not isinstance(image, torch.Tensor) or tuple(image.shape) != shape:
+            got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            return f"each image should be a tensor of shape {shape} (channels first), got {got}"
+        if not image.is_floating_point():
+            return f"images should be float tensors, got {image.dtype}. Hint: divide by 255 after converting"
+    return None
+
+
+def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
+    """Check a `set_transform` function: {"image": PIL images} -> {"images": (3, size, size) tensors in [-1, 1]}."""
+    from PIL import Image
+
+    red = Image.new("RGB", (64, 48), (255, 0, 0))
+    grey = Image.new("L", (20, 20), 128)  # some butterfly photos are not RGB
+    corner = Image.new("RGBA", (40, 40), (0, 0, 0, 255))
+    corner.paste((255, 255, 255, 255), (0, 0, 20, 20))  # white top-left quarter
+    batch = {"image": [red, grey, corner]}
+    result, err = _call(transform, batch, name="transform")
+    if err:
+        return _report(False, err)
+    if not isinstance(result, dict) or "images" not in result:
+        return _report(False, "the transform should return a dict with the key 'images'")
+    err = _check_images(result["images"], "result['images']", 3, (3, image_size, image_size))
+    if err:
+        return _report(False, err + ". Hint: convert('RGB'), then resize to (image_size, image_size)")
+    red_t, grey_t, corner_t = (im.double() for im in result["images"])
+    if red_t.min() < -1.001 or red_t.max() > 1.001:
+        return _report(False, f"values should lie in [-1, 1], got [{red_t.min():.2f}, {red_t.max():.2f}]. "
+                              "Hint: scale [0, 1] with x * 2 - 1")
+    if red_t.min() >= 0:
+        return _report(False, "values lie in [0, 1]; the model expects [-1, 1], centred like the noise")
+    if not (torch.allclose(red_t[0], torch.ones_like(red_t[0]), atol=0.02)
+            and torch.allclose(red_t[1:], -torch.ones_like(red_t[1:]), atol=0.02)):
+        return _report(False, "a pure red image should give channel 0 at +1 and channels 1 and 2 at −1")
+    if not torch.allclose(grey_t, torch.full_like(grey_t, 128 / 255 * 2 - 1), atol=0.02):
+        return _report(False, "a grey image should give the same value in all three channels")
+    q = image_size // 4
+    top_left, top_right = corner_t[:, :q, :q].mean().item(), corner_t[:, :q, -q:].mean().item()
+    bottom = corner_t[:, -q:, :].mean().item()
+    if bottom > -0.9 or not ((top_left > 0.9 and top_right < -0.9) or (top_left < -0.9 and top_right > 0.9)):
+        return _report(False, "an image with a white top-left corner came out wrong: flip left-right only "
+                              "(the last axis), never up-down")
+    return _report(True, "PIL images become (3, size, size) tensors in [-1, 1], any mode, flips left-right")
+
+
+def check_sampling_loop(sampling_loop: Callable) -> CheckResult:
+    """Check `sampling_loop(model, scheduler, x)` runs the model over scheduler.timesteps with scheduler.step."""
+    from types import SimpleNamespace
+
+    from diffusers import DDIMScheduler
+
+    calls: list[int] = []
+
+    def toy_model(x: torch.Tensor, t: torch.Tensor | int) -> SimpleNamespace:  # predicts "noise" = 0.1 x
+        calls.append(int(t))
+        return SimpleNamespace(sample=0.1 * x + 0.01 * float(t) / 1000)
+
+    scheduler = DDIMScheduler(num_train_timesteps=1000)  # deterministic (eta = 0), so any correct loop agrees
+    scheduler.set_timesteps(10)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    expected = x.clone()
+    for t in scheduler.timesteps:
+        expected = scheduler.step(0.1 * expected + 0.01 * float(t) / 1000, t, expected).prev_sample
+    result, err = _call(sampling_loop, toy_model, scheduler, x.clone(), name="sampling_loop")
+    if err:
+        return _report(False, err)
+    if not calls:
+        return _report(False, "the model was never called: call model(x, t).sample at every timestep")
+    if calls != [int(t) for t in scheduler.timesteps]:
+        return _report(False, f"call the model once per timestep, in the order of scheduler.timesteps; it was called "
+                              f"at {calls[:4]}{'...' if len(calls) > 4 else ''}")
+    result, err = _as_tensor(result, tuple(x.shape), "sampling_loop")
+    if err:
+        return _report(False, err + ". Hint: return the final x (prev_sample of the last step)")
+    if torch.allclose(result, expected.double(), atol=1e-5):
+        return _report(True, "the loop runs the model at every timestep and lets scheduler.step take x to x_{t-1}")
+    return _report(False, "the timesteps are right but the result is not; feed each step's prev_sample into the next")
+
+
+def check_ema_update(ema_update: Callable) -> CheckResult:
+    """Check `ema_update(ema_params, params, decay)` updates each EMA tensor in place: e ← decay·e + (1−decay)·p."""
+    g = torch.Generator().manual_seed(5)
+    params = [torch.randn(3, 3, generator=g), torch.randn(4, generator=g)]
+    ema_params = [torch.randn(3, 3, generator=g), torch.randn(4, generator=g)]
+    before = [e.clone() for e in ema_params]
+    decay = 0.9
+    _, err = _call(ema_update, ema_params, params, decay, name="ema_update")
+    if err:
+        return _report(False, err)
+    expected = [decay * e + (1 - decay) * p for e, p in zip(before, params)]
+    if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, expected)):
+        return _report(True, "each EMA weight moves (1 − decay) of the way to the current weight")
+    if all(torch.equal(e, b) for e, b in zip(ema_params, before)):
+        return _report(False, "the EMA tensors did not change: update them in place (e.mul_(...).add_(...) or e.copy_(...))")
+    swapped = [(1 - decay) * e + decay * p for e, p in zip(before, params)]
+    if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, swapped)):
+        return _report(False, "decay weighs the old average, not the new weights: with decay 0.999 the average moves slowly")
+    return _report(False, "compare with e ← decay · e + (1 − decay) · p for each pair of tensors")

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 DATA_DIR_ENV = "COURSE_DATA_DIR"
+CACHE_DIR_ENV = "COURSE_CACHE_DIR"
 HUB_HOST = "huggingface.co"
 
 
@@ -129,6 +130,21 @@ def load_course_dataset(name: str = "ylecun/mnist", split: str = "train"):
         ) from exc
 
 
+def cache_dir(name: str) -> Path:
+    """A folder for saved models and checkpoints: `COURSE_CACHE_DIR/name`, by default `.course_cache/name`."""
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise ValueError(f"name must be a plain folder name such as 'ch02_unet', got {name!r}")
+    configured = os.environ.get(CACHE_DIR_ENV)
+    if configured:
+        root = Path(configured).expanduser()
+    else:  # the repository's git-ignored .course_cache, also when a chapter runs from notebooks/
+        here = Path.cwd()
+        root = (here.parent if here.name == "notebooks" else here) / ".course_cache"
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL image as a float (C, H, W) tensor in [0, 1]."""
     if not isinstance(image, Image.Image):
@@ -168,6 +184,10 @@ class ImageTransform:
         self.value_range = value_range
         self.image_column, self.output_column = image_column, output_column
         self.rng = random.Random(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random flips from `seed` (training reseeds each epoch, so a resumed run flips alike)."""
+        self.rng.seed(seed)
 
     def one(self, image: Image.Image) -> torch.Tensor:
         """Transform a single PIL image into a (C, H, W) tensor."""

@@ -2,7 +2,9 @@
 
 import torch
 
-from course_utils import check_add_noise, check_alpha_bar, check_corrupt, check_snr_crossing
+from course_utils.checks import (check_add_noise, check_alpha_bar, check_corrupt, check_ddpm_step, check_mix_factors,
+                                  check_ema_update, check_sampling_loop, check_snr_crossing, check_transform,
+                                  check_x0_from_eps)
 
 
 def test_check_corrupt():
@@ -63,3 +65,117 @@ def test_check_snr_crossing():
     assert "too late" in repr(check_snr_crossing(600))
     assert not check_snr_crossing(None)
     assert not check_snr_crossing(259.0)
+
+
+def test_reference_ddpm_step_equals_diffusers():
+    from diffusers import DDPMScheduler
+
+    from course_utils.checks import reference_ddpm_step
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    g = torch.Generator().manual_seed(0)
+    x_t, eps = torch.randn(2, 1, 8, 8, generator=g), torch.randn(2, 1, 8, 8, generator=g)
+    for t in (999, 500, 1, 0):
+        noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(t))
+        ours = reference_ddpm_step(x_t, eps, t, scheduler, noise)
+        theirs = scheduler.step(eps, t, x_t, generator=torch.Generator().manual_seed(t)).prev_sample
+        assert torch.allclose(ours, theirs, atol=5e-4, rtol=1e-4), t
+
+
+def test_check_x0_from_eps():
+    def right(x_t, eps, t, ab):
+        ab = ab[t].view(-1, 1, 1, 1)
+        return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+    def unscaled(x_t, eps, t, ab):
+        ab = ab[t].view(-1, 1, 1, 1)
+        return x_t - (1 - ab).sqrt() * eps
+
+    assert check_x0_from_eps(right)
+    assert "scaling" in repr(check_x0_from_eps(unscaled))
+    assert not check_x0_from_eps(lambda x_t, eps, t, ab: x_t)
+
+
+def test_check_ddpm_step():
+    from course_utils.checks import reference_ddpm_step
+
+    def no_noise(x_t, eps, t, s, noise):
+        return reference_ddpm_step(x_t, eps, t, s, torch.zeros_like(noise))
+
+    def beta_variance(x_t, eps, t, s, noise):
+        mean = (x_t - s.betas[t] / (1 - s.alphas_cumprod[t]).sqrt() * eps) / s.alphas[t].sqrt()
+        return mean + s.betas[t].sqrt() * noise
+
+    assert check_ddpm_step(reference_ddpm_step)
+    assert "fresh noise" in repr(check_ddpm_step(no_noise))
+    assert "fixed_small" in repr(check_ddpm_step(beta_variance))
+    assert not check_ddpm_step(lambda x_t, eps, t, s, noise: x_t)
+
+
+def test_check_mix_factors():
+    assert check_mix_factors(lambda n: [1 / (n - i) for i in range(n)])
+    assert "last step" in repr(check_mix_factors(lambda n: [0.5] * n))
+    assert "equal share" in repr(check_mix_factors(lambda n: [1 / n] * (n - 1) + [1.0]))
+    assert "one factor per step" in repr(check_mix_factors(lambda n: [1.0]))
+
+
+def test_check_transform():
+    from course_utils import ImageTransform
+
+    good = ImageTransform(size=32, mode="RGB", flip_prob=0.5, seed=0)
+    assert check_transform(good)
+    zero_one = ImageTransform(size=32, mode="RGB", value_range=(0, 1))
+    assert "[-1, 1]" in repr(check_transform(zero_one))
+
+    def no_convert(batch):
+        return {"images": [ImageTransform(size=32, mode="RGB").one(im) if im.mode == "RGB" else torch.zeros(1, 32, 32)
+                           for im in batch["image"]]}
+
+    assert "shape" in repr(check_transform(no_convert))
+
+    def flips_up_down(batch):
+        return {"images": [t.flip(-2) for t in good(batch)["images"]]}
+
+    assert "up-down" in repr(check_transform(flips_up_down))
+    assert not check_transform(lambda batch: {"img": []})
+
+
+def test_check_sampling_loop():
+    def right(model, scheduler, x):
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(x, t).sample, t, x).prev_sample
+        return x
+
+    def no_feedback(model, scheduler, x):
+        out = x
+        for t in scheduler.timesteps:
+            out = scheduler.step(model(x, t).sample, t, x).prev_sample
+        return out
+
+    def reversed_order(model, scheduler, x):
+        for t in reversed(scheduler.timesteps):
+            x = scheduler.step(model(x, t).sample, t, x).prev_sample
+        return x
+
+    assert check_sampling_loop(right)
+    assert "prev_sample" in repr(check_sampling_loop(no_feedback))
+    assert "order" in repr(check_sampling_loop(reversed_order))
+    assert "never called" in repr(check_sampling_loop(lambda model, scheduler, x: x))
+
+
+def test_check_ema_update():
+    def right(ema_params, params, decay):
+        for e, p in zip(ema_params, params):
+            e.mul_(decay).add_(p, alpha=1 - decay)
+
+    def not_in_place(ema_params, params, decay):
+        for e, p in zip(ema_params, params):
+            e = decay * e + (1 - decay) * p  # noqa: F841
+
+    def swapped(ema_params, params, decay):
+        for e, p in zip(ema_params, params):
+            e.copy_((1 - decay) * e + decay * p)
+
+    assert check_ema_update(right)
+    assert "in place" in repr(check_ema_update(not_in_place))
+    assert "old average" in repr(check_ema_update(swapped))

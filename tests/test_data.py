@@ -113,3 +113,17 @@ def test_to_tensor_batch(data_dir):
     assert batch.shape == (4, 1, 28, 28) and 0 <= batch.min() and batch.max() <= 1
     with pytest.raises(ValueError, match="only"):
         to_tensor_batch(mnist.select(range(3)), 4)
+
+
+def test_cache_dir_is_configurable_and_validated(tmp_path, monkeypatch):
+    from course_utils import cache_dir
+
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    path = cache_dir("ch02_unet")
+    assert path == tmp_path / "ch02_unet" and path.is_dir()
+    monkeypatch.delenv("COURSE_CACHE_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert cache_dir("x") == tmp_path / ".course_cache" / "x"
+    for bad in ("", "../up", ".hidden", 3):
+        with pytest.raises(ValueError):
+            cache_dir(bad)

@@ -1,0 +1,47 @@
+"""Book extras: MathJax served locally when fetched (maths renders offline), and a run note under each chapter."""
+
+import json
+from pathlib import Path
+
+from docutils import nodes
+
+LOCAL_MATHJAX = Path(__file__).resolve().parents[1] / "_static" / "mathjax" / "tex-chtml.js"
+
+
+def use_local_mathjax(app, config) -> None:
+    """Point Sphinx at the local MathJax copy if scripts/build_book.sh fetched one; otherwise keep the CDN."""
+    if LOCAL_MATHJAX.is_file():
+        config.mathjax_path = "mathjax/tex-chtml.js"  # relative to the built _static folder
+
+
+def run_note_text(stamp: dict) -> str:
+    """One sentence about the run that made a chapter's stored outputs."""
+    versions = stamp.get("versions", {})
+    minutes = stamp.get("wall_time_s", 0) / 60
+    return (
+        f"The outputs on this page come from one top-to-bottom run at {stamp.get('budget', '?')} budget on "
+        f"{stamp.get('device', '?')}, finished {stamp.get('executed_at', '?')} in {minutes:.1f} min, with data from the "
+        f"{stamp.get('data', '?')}; Python {versions.get('python', '?')}, torch {versions.get('torch', '?')}, "
+        f"diffusers {versions.get('diffusers', '?')}, datasets {versions.get('datasets', '?')}."
+    )
+
+
+def add_run_note(app, doctree) -> None:
+    """Append the notebook's `course_run` stamp, written by course_utils.execute, as a note at the page's end."""
+    path = Path(app.env.doc2path(app.env.docname))
+    if path.suffix != ".ipynb":
+        return
+    stamp = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("course_run")
+    if not stamp:
+        return
+    note = nodes.admonition(classes=["note", "course-run-note"])
+    note += nodes.title(text="About this run")
+    note += nodes.paragraph(text=run_note_text(stamp))
+    sections = [n for n in doctree.children if isinstance(n, nodes.section)]
+    (sections[-1] if sections else doctree).append(note)
+
+
+def setup(app):
+    app.connect("config-inited", use_local_mathjax)
+    app.connect("doctree-read", add_run_note)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

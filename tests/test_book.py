@@ -1,0 +1,35 @@
+"""The book's configuration and extension: chapters in the table of contents, run notes from the stamps."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _extension():
+    spec = importlib.util.spec_from_file_location("course_book", ROOT / "book" / "_ext" / "course_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    toc = (ROOT / "_toc.yml").read_text()
+    chapters = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert chapters and all(f"notebooks/{c}" in toc for c in chapters)
+
+
+def test_config_builds_from_stored_outputs_with_colab_launch():
+    config = (ROOT / "_config.yml").read_text()
+    assert 'execute_notebooks: "off"' in config
+    assert "colab_url" in config and "sphinx_exercise" in config
+
+
+def test_run_note_states_budget_device_data_and_versions():
+    text = _extension().run_note_text({
+        "budget": "full", "device": "cpu: x86_64, 2 cores", "executed_at": "2026-11-23T14:00:00Z",
+        "wall_time_s": 90, "data": "offline mirror (COURSE_DATA_DIR)",
+        "versions": {"python": "3.11.7", "torch": "2.13.0", "diffusers": "0.42.1", "datasets": "5.2.0"},
+    })
+    for part in ("full budget", "cpu: x86_64, 2 cores", "1.5 min", "offline mirror", "torch 2.13.0", "diffusers 0.42.1"):
+        assert part in text
