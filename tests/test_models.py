@@ -31,7 +31,8 @@ def test_basic_unet_rejects_sizes_it_cannot_round_trip():
 
 def test_parameter_count_matches_the_chapter():
     nb = json.loads((NOTEBOOKS / "02_basic_unet_mnist.ipynb").read_text())
-    printed = "".join(o.get("text", "") for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    texts = [o.get("text", "") for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    printed = "".join("".join(t) if isinstance(t, list) else t for t in texts)
     stated = int(re.search(r"BasicUNet parameters: ([\d,]+)", printed).group(1).replace(",", ""))
     assert sum(p.numel() for p in BasicUNet().parameters()) == stated == 309_057
 
