@@ -3,8 +3,6 @@
 import json
 from pathlib import Path
 
-from docutils import nodes
-
 LOCAL_MATHJAX = Path(__file__).resolve().parents[1] / "_static" / "mathjax" / "tex-chtml.js"
 
 
@@ -28,6 +26,7 @@ def run_note_text(stamp: dict) -> str:
 
 def add_run_note(app, doctree) -> None:
     """Append the notebook's `course_run` stamp, written by course_utils.execute, as a note at the page's end."""
+    from docutils import nodes  # imported here so the test suite can use run_note_text without Sphinx
     path = Path(app.env.doc2path(app.env.docname))
     if path.suffix != ".ipynb":
         return
