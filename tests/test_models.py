@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import noising
+from course_utils import noising, sampling
 from course_utils.models import BasicUNet
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -64,16 +64,19 @@ def _notebook_definition(notebook: str, name: str) -> str:
         source = "".join(cell["source"])
         if f"def {name}(" not in source and f"class {name}(" not in source:
             continue
-        tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%")))
+        # IPython magics are not Python: blank them out, keeping the line numbers
+        tree = ast.parse("\n".join("" if line.lstrip().startswith("%") else line for line in source.splitlines()))
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
-                return ast.get_source_segment(source, node)
+                first = min([node.lineno] + [d.lineno for d in node.decorator_list])  # decorators included
+                return "\n".join(source.splitlines()[first - 1:node.end_lineno])
     raise AssertionError(f"{notebook} defines no {name}")
 
 
 @pytest.mark.parametrize("notebook, obj", [
     ("01_noise_and_schedules.ipynb", noising.corrupt),
     ("02_basic_unet_mnist.ipynb", BasicUNet),
+    ("02_basic_unet_mnist.ipynb", sampling.ddpm_sample),
 ])
 def test_reused_code_is_identical_to_the_chapter_that_teaches_it(notebook, obj):
     # What a later chapter imports from course_utils must be exactly what the learner saw written out.
