@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from typing import TypeVar
 
 import numpy as np
@@ -54,8 +53,3 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def in_colab() -> bool:
-    """True inside Google Colab."""
-    return "google.colab" in sys.modules

@@ -8,7 +8,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -210,15 +210,3 @@ class ImageTransform:
         out = {k: v for k, v in batch.items() if k != self.image_column}
         out[self.output_column] = [self.one(image) for image in batch[self.image_column]]
         return out
-
-
-def to_tensor_batch(dataset, n: int, transform: Callable[[Image.Image], torch.Tensor] | None = None,
-                    image_column: str = "image") -> torch.Tensor:
-    """Stack the first `n` images of a dataset into a (n, C, H, W) tensor (default: [0, 1] range)."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if n > len(dataset):
-        raise ValueError(f"asked for {n} images but the dataset has only {len(dataset)}")
-    transform = transform or pil_to_tensor
-    images = dataset[:n][image_column]
-    return torch.stack([transform(image) for image in images])

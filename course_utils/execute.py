@@ -25,7 +25,7 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 PACKAGES = ("torch", "diffusers", "datasets", "accelerate", "numpy", "matplotlib", "course_utils")
 # Metadata that editors add and that only adds noise to diffs and the book.
 NOISY_NOTEBOOK_KEYS = ("widgets", "colab", "accelerator", "gpuClass", "toc-showcode", "varInspector")
-NOISY_CELL_KEYS = ("execution", "colab", "outputId", "id_", "collapsed", "scrolled")
+NOISY_CELL_KEYS = ("execution", "colab", "outputId", "collapsed", "scrolled")
 
 
 def versions() -> dict[str, str]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from course_utils import CourseDataError, ImageTransform, data_source, load_course_dataset, pil_to_tensor, to_tensor_batch
+from course_utils import CourseDataError, ImageTransform, data_source, load_course_dataset, pil_to_tensor
 
 
 def test_mnist_mirror_loads_with_hub_columns(data_dir):
@@ -105,14 +105,6 @@ def test_image_transform_rejects_bad_batches():
         ImageTransform()({"img": [_half_black_image()]})
     with pytest.raises(TypeError, match="PIL"):
         ImageTransform()({"image": [torch.zeros(3, 8, 8)]})
-
-
-def test_to_tensor_batch(data_dir):
-    mnist = load_course_dataset("ylecun/mnist")
-    batch = to_tensor_batch(mnist, 4)
-    assert batch.shape == (4, 1, 28, 28) and 0 <= batch.min() and batch.max() <= 1
-    with pytest.raises(ValueError, match="only"):
-        to_tensor_batch(mnist.select(range(3)), 4)
 
 
 def test_cache_dir_is_configurable_and_validated(tmp_path, monkeypatch):
