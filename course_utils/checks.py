@@ -182,19 +182,20 @@ def check_x0_from_eps(x0_from_eps: Callable) -> CheckResult:
 
 def check_ddpm_step(ddpm_step: Callable) -> CheckResult:
     """Check `ddpm_step(x_t, eps, t, scheduler, noise)` returns x_{t−1} as in Ho et al. (2020), Algorithm 2."""
-    scheduler = _ddpm_scheduler()
+    scheduler = _ddpm_scheduler()  # clip_sample=False: step() is then exactly Algorithm 2
     g = torch.Generator().manual_seed(3)
     x_t = torch.randn(2, 1, 8, 8, generator=g)
     eps = torch.randn(2, 1, 8, 8, generator=g)
-    noise = torch.randn(2, 1, 8, 8, generator=g)
     for t in (600, 20, 0):
+        # diffusers draws the step's noise z from the generator it is given: draw the same z for the learner
+        noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(10 + t))
+        expected = scheduler.step(eps, t, x_t, generator=torch.Generator().manual_seed(10 + t)).prev_sample.double()
         result, err = _call(ddpm_step, x_t, eps, t, scheduler, noise, name="ddpm_step")
         if err:
             return _report(False, err)
         result, err = _as_tensor(result, tuple(x_t.shape), "ddpm_step")
         if err:
             return _report(False, err)
-        expected = reference_ddpm_step(x_t, eps, t, scheduler, noise).double()
         if torch.allclose(result, expected, atol=1e-4):
             continue
         beta, alpha, ab = scheduler.betas[t], scheduler.alphas[t], scheduler.alphas_cumprod[t]
@@ -207,7 +208,7 @@ def check_ddpm_step(ddpm_step: Callable) -> CheckResult:
             return _report(False, "close: σ_t² = β_t is the paper's other choice; use β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t "
                                   "as diffusers' default 'fixed_small' does")
         return _report(False, "compare with μ = (x_t − β_t/√(1−ᾱ_t) ε)/√α_t, then add σ_t z")
-    return _report(True, "your step matches Algorithm 2 of Ho et al., noise and last step included")
+    return _report(True, "your step matches diffusers' DDPMScheduler.step (Algorithm 2), noise and last step included")
 
 
 def check_mix_factors(mix_factors: Callable) -> CheckResult:

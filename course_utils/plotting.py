@@ -15,9 +15,22 @@ from PIL import Image
 from .data import pil_to_tensor
 
 
+MAX_FIGURE_WIDTH = 7.0  # inches: the book's text column; wider figures are shrunk and their text becomes unreadable
+
+
+def fit_to_page(figsize: tuple[float, float], max_width: float = MAX_FIGURE_WIDTH) -> tuple[float, float]:
+    """Scale (width, height) in inches down, keeping the aspect ratio, so the width is at most `max_width`."""
+    width, height = (float(v) for v in figsize)
+    if width <= 0 or height <= 0:
+        raise ValueError(f"figsize must be two positive sizes in inches, got {figsize!r}")
+    factor = min(1.0, max_width / width)
+    return width * factor, height * factor
+
+
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6, 4)) -> tuple[Figure, np.ndarray]:
-    """A new Figure and its (nrows, ncols) axes; closed in pyplot so a notebook shows it once, when returned."""
-    fig = plt.figure(figsize=figsize)
+    """A new Figure, at most 7 inches wide, and its (nrows, ncols) axes; closed in pyplot so a notebook shows it
+    once, when returned."""
+    fig = plt.figure(figsize=fit_to_page(figsize))
     plt.close(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
@@ -143,8 +156,8 @@ def plot_scheduler(*schedules: Any, labels: Sequence[str] | None = None, log_snr
         labels = [type(s).__name__ if not isinstance(s, torch.Tensor) else f"schedule {i}" for i, s in enumerate(schedules)]
     if len(labels) != len(schedules):
         raise ValueError(f"got {len(schedules)} schedules but {len(labels)} labels")
-    ncols = 2 if log_snr else 1
-    fig, axes = new_figure(1, ncols, figsize=(6.5 * ncols, 4.5))
+    nrows = 2 if log_snr else 1  # stacked, so each panel keeps the page's full width
+    fig, axes = new_figure(nrows, 1, figsize=(7, 4.2 * nrows))
     ax = axes[0, 0]
     for i, (schedule, label) in enumerate(zip(schedules, labels)):
         signal, noise = _coefficients(schedule)
@@ -154,16 +167,16 @@ def plot_scheduler(*schedules: Any, labels: Sequence[str] | None = None, log_snr
         ax.plot(t, noise, color=colour, linestyle="--", label=f"{label}: noise")
         if log_snr:
             snr = (signal**2 / (noise**2).clamp_min(1e-20)).clamp_min(1e-20)
-            axes[0, 1].plot(t, snr.log(), color=colour, label=label)
+            axes[1, 0].plot(t, snr.log(), color=colour, label=label)
     ax.set_xlabel("timestep t")
     ax.set_ylabel("coefficient")
     ax.set_title(f"{title}: signal (solid) and noise (dashed)")
     ax.legend(fontsize="small")
     if log_snr:
-        axes[0, 1].set_xlabel("timestep t")
-        axes[0, 1].set_ylabel("log SNR = log(signal² / noise²)")
-        axes[0, 1].set_title(f"{title}: log signal-to-noise ratio")
-        axes[0, 1].legend(fontsize="small")
+        axes[1, 0].set_xlabel("timestep t")
+        axes[1, 0].set_ylabel("log SNR = log(signal² / noise²)")
+        axes[1, 0].set_title(f"{title}: log signal-to-noise ratio")
+        axes[1, 0].legend(fontsize="small")
     fig.tight_layout()
     return fig
 

@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from course_utils import image_grid, plot_losses, plot_noising, plot_scheduler, show_images
-from course_utils.plotting import _coefficients, to_unit_range
+from course_utils.plotting import MAX_FIGURE_WIDTH, _coefficients, fit_to_page, new_figure, to_unit_range
 
 
 def test_image_grid_tiles_and_maps_range():
@@ -109,3 +109,16 @@ def test_plot_losses_smooths_and_validates():
         plot_losses([1.0, float("nan")])
     with pytest.raises(ValueError, match="non-empty"):
         plot_losses([])
+
+
+def test_figures_fit_the_page():
+    # A strip of 16 digits or a wide two-panel figure would be shrunk by the book until its text is unreadable.
+    strip = show_images(torch.rand(16, 1, 28, 28), nrow=16, title="strip")
+    assert strip.get_size_inches()[0] <= MAX_FIGURE_WIDTH + 1e-9
+    ratio = strip.get_size_inches()[0] / strip.get_size_inches()[1]
+    assert ratio > 3  # shrunk, not squashed: a one-row strip stays wide
+    fig, _ = new_figure(1, 2, figsize=(14, 4))
+    assert tuple(fig.get_size_inches()) == pytest.approx((7, 2))
+    assert fit_to_page((5, 3)) == (5, 3)
+    with pytest.raises(ValueError, match="positive"):
+        fit_to_page((0, 3))

@@ -1,0 +1,129 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from course_utils import metrics
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _direct_frechet(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The textbook formula with tr((S_a S_b)^(1/2)) from the eigenvalues of S_a S_b (another route than eigh)."""
+    a, b = a.double().numpy(), b.double().numpy()
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    eigenvalues = np.linalg.eigvals(cov_a @ cov_b)
+    trace_sqrt = np.sqrt(np.clip(eigenvalues.real, 0, None)).sum()
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)
+
+
+def test_frechet_distance_of_known_gaussians_matches_the_closed_form():
+    # For diagonal covariances the distance is |mu_a - mu_b|^2 + sum (s_a - s_b)^2.
+    g = torch.Generator().manual_seed(0)
+    mu_a, mu_b = torch.tensor([0.0, 1.0, -2.0]), torch.tensor([1.0, 1.0, 0.0])
+    s_a, s_b = torch.tensor([1.0, 2.0, 0.5]), torch.tensor([2.0, 1.0, 0.5])
+    a = mu_a + s_a * torch.randn(200_000, 3, generator=g)
+    b = mu_b + s_b * torch.randn(200_000, 3, generator=g)
+    expected = ((mu_a - mu_b) ** 2).sum() + ((s_a - s_b) ** 2).sum()  # 5 + 2 = 7
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected.item(), rel=0.01)
+
+
+def test_frechet_distance_equals_a_direct_computation_on_correlated_features():
+    g = torch.Generator().manual_seed(1)
+    mixing_a, mixing_b = torch.randn(8, 8, generator=g), torch.randn(8, 8, generator=g)
+    a = torch.randn(500, 8, generator=g) @ mixing_a
+    b = torch.randn(400, 8, generator=g) @ mixing_b + 0.3
+    assert metrics.frechet_distance(a, b) == pytest.approx(_direct_frechet(a, b), rel=1e-6)
+    assert metrics.frechet_distance(a, b) == pytest.approx(metrics.frechet_distance(b, a), rel=1e-6)
+    assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_rejects_bad_features():
+    with pytest.raises(ValueError, match="same dimension"):
+        metrics.frechet_distance(torch.randn(10, 3), torch.randn(10, 4))
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        metrics.frechet_distance(torch.randn(10), torch.randn(10, 1))
+    with pytest.raises(TypeError, match="float tensor"):
+        metrics.frechet_distance(torch.ones(10, 3, dtype=torch.long), torch.randn(10, 3))
+
+
+@pytest.mark.parametrize("images, error, match", [
+    (torch.rand(4, 28, 28), ValueError, r"\(N, 1, 28, 28\)"),
+    (torch.rand(4, 3, 28, 28), ValueError, r"got \(4, 3, 28, 28\)"),
+    (torch.rand(4, 1, 32, 32), ValueError, r"\(N, 1, 28, 28\)"),
+    (torch.rand(4, 1, 28, 28) * 2 - 1, ValueError, r"map \[-1, 1\] samples"),
+    (torch.rand(4, 1, 28, 28) * 255, ValueError, "must lie in"),
+    ((torch.rand(4, 1, 28, 28) * 255).to(torch.uint8), TypeError, "float tensor"),
+    ([[0.5]], TypeError, "torch.Tensor"),
+    (torch.full((2, 1, 28, 28), float("nan")), ValueError, "NaN"),
+])
+def test_classifier_inputs_are_checked(images, error, match):
+    with pytest.raises(error, match=match):
+        metrics.check_mnist_images(images)
+    with pytest.raises(error, match=match):
+        metrics.classifier_outputs(images, metrics.MnistClassifier())
+
+
+def test_classifier_outputs_have_the_stated_shapes():
+    features, probs = metrics.classifier_outputs(torch.rand(5, 1, 28, 28), metrics.MnistClassifier().eval())
+    assert features.shape == (5, metrics.FEATURE_DIM) and probs.shape == (5, 10)
+    assert torch.allclose(probs.sum(1), torch.ones(5, dtype=probs.dtype))
+
+
+def test_confident_and_balanced_counts_what_it_says():
+    probs = torch.full((20, 10), 0.01)
+    for i in range(20):
+        probs[i, i % 10] = 0.91  # every digit twice, all confident
+    result = metrics.confident_and_balanced(probs)
+    assert result.confident_share == 1.0 and result.balanced
+    assert result.class_shares == pytest.approx([0.1] * 10)
+    probs[:, :] = 0.01
+    probs[:, 3] = 0.91  # all the same digit
+    probs[:5] = 0.1  # five samples unsure
+    result = metrics.confident_and_balanced(probs)
+    assert result.confident_share == pytest.approx(0.75) and not result.balanced
+    assert result.class_shares[3] == 1.0
+
+
+def test_confident_and_balanced_rejects_logits_and_bad_shapes():
+    with pytest.raises(ValueError, match="softmax"):
+        metrics.confident_and_balanced(torch.randn(4, 10))
+    with pytest.raises(ValueError, match=r"\(N, 10\)"):
+        metrics.confident_and_balanced(torch.full((4, 9), 1 / 9))
+    with pytest.raises(ValueError, match="threshold"):
+        metrics.confident_and_balanced(torch.full((4, 10), 0.1), threshold=1.5)
+
+
+def test_sample_quality_needs_enough_samples():
+    with pytest.raises(ValueError, match="between 2 and 10000"):
+        metrics.mnist_sample_quality(torch.rand(1, 1, 28, 28), metrics.MnistClassifier())
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """The cached classifier, trained on first use from the offline MNIST (about half a minute)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COURSE_DATA_DIR", os.environ.get("COURSE_DATA_DIR", str(SHARED_DATA)))
+        if not os.environ.get("COURSE_CACHE_DIR"):
+            patch.setenv("COURSE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield metrics.load_mnist_classifier(progress=False)
+
+
+def test_the_cached_classifier_is_accurate_and_real_digits_score_as_real(classifier):
+    assert classifier.test_accuracy >= metrics.MIN_TEST_ACCURACY
+    held_out = metrics.mnist_tensors("test", 1000)[0]  # scored against real test digits 0..499 below
+    quality = metrics.mnist_sample_quality(held_out[500:], classifier)
+    assert quality.confidence.confident_share > 0.9 and quality.confidence.balanced
+    assert quality.fd_ratio < 1.5  # other real digits are about as far from the test set as training digits
+
+
+def test_sample_quality_rejects_noise_and_a_single_digit(classifier):
+    noise = metrics.mnist_sample_quality(torch.rand(500, 1, 28, 28), classifier)
+    assert noise.fd_ratio > 10 and not noise.confidence.balanced
+    images, labels = metrics.mnist_tensors("test", 2000)
+    ones = images[labels == 1][:200]
+    only_ones = metrics.mnist_sample_quality(ones, classifier)
+    assert only_ones.confidence.confident_share > 0.9  # sure of every sample...
+    assert not only_ones.confidence.balanced and only_ones.fd_ratio > 5  # ...but all the same digit
