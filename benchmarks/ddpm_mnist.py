@@ -60,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated sampler:steps, each scored on its own (ddpm, ddim or dpm)")
     p.add_argument("--n-samples", type=int, default=2000)
     p.add_argument("--save-samples", type=Path, help="write the samples, (N, 1, 28, 28) float in [0, 1], here")
+    p.add_argument("--save-model", type=Path, help="save the sampled (EMA) model here with save_pretrained")
+    p.add_argument("--load-model", type=Path,
+                   help="skip training: sample from a model saved by --save-model (the recipe flags must match it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-log", action="store_true", help="do not append this run to the results file")
     p.add_argument("--table", action="store_true", help="print the table of logged runs and exit")
@@ -70,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.samplers = [(kind, int(steps)) for kind, steps in (s.split(":") for s in args.samplers.split(","))]
     except ValueError:
         p.error(f"--samplers must look like ddim:50,dpm:20, got {args.samplers!r}")
-    if any(kind not in ("ddpm", "ddim", "dpm") or steps < 1 for kind, steps in args.samplers):
+    if any(kind not in ("ddpm", "ddim", "dpm", "sde") or steps < 1 for kind, steps in args.samplers):
         p.error(f"unknown sampler or bad step count in {args.samplers}")
     return args
 
@@ -161,8 +164,12 @@ def sample(model, train_scheduler: DDPMScheduler, args: argparse.Namespace, kind
            batch_size: int = 500) -> torch.Tensor:
     """args.n_samples images in [0, 1] with one sampler (DDIM and DPM-Solver++ use trailing timestep spacing)."""
     config = dict(train_scheduler.config)
-    kinds = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
-    scheduler = kinds[kind].from_config(config, **({} if kind == "ddpm" else {"timestep_spacing": "trailing"}))
+    kinds = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
+             "sde": DPMSolverMultistepScheduler}
+    options = {} if kind == "ddpm" else {"timestep_spacing": "trailing"}
+    if kind == "sde":  # the stochastic DPM-Solver++ (SDE variant)
+        options["algorithm_type"] = "sde-dpmsolver++"
+    scheduler = kinds[kind].from_config(config, **options)
     generator = torch.Generator().manual_seed(args.seed + 1)
     out = []
     for first in range(0, args.n_samples, batch_size):
@@ -198,7 +205,18 @@ def main(argv: list[str] | None = None) -> int:
     wall_start = time.perf_counter()
     images = mnist_tensors("train")[0]
     classifier = load_mnist_classifier(progress=False)
-    model, scheduler, steps, train_s, last_loss = train(args, images)
+    if args.load_model:
+        model = UNet2DModel.from_pretrained(args.load_model).eval()
+        scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule=args.beta_schedule,
+                                  prediction_type=args.prediction_type)
+        info = json.loads((args.load_model / "run.json").read_text())
+        steps, train_s, last_loss = info["steps"], info["train_s"], info["last_loss"]
+    else:
+        model, scheduler, steps, train_s, last_loss = train(args, images)
+    if args.save_model:
+        model.save_pretrained(args.save_model)
+        (args.save_model / "run.json").write_text(json.dumps(
+            {"steps": steps, "train_s": train_s, "last_loss": last_loss}))
     recipe = (f"ch {args.channels}, attn {args.attention}, lpb {args.layers_per_block}, bs {args.batch_size}, "
               f"lr {args.lr:g} {args.lr_schedule}, warmup {args.warmup:g}, clip {args.grad_clip:g}, "
               f"EMA {args.ema_decay:g}, {args.beta_schedule}, {args.prediction_type}"
