@@ -5,7 +5,7 @@ from torch import nn
 
 
 class BasicUNet(nn.Module):
-    """A minimal UNet: three convolutions down, three up, skip connections added on the way up."""
+    """A minimal UNet: three convolutions down, three up, skips added on the way up."""
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1):
         super().__init__()
@@ -24,12 +24,14 @@ class BasicUNet(nn.Module):
         self.upscale = nn.Upsample(scale_factor=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[-2] % 4 or x.shape[-1] % 4:  # two halvings must come back to the same size
-            raise ValueError(f"expected (B, C, H, W) with H and W divisible by 4, got {tuple(x.shape)}")
+        # two halvings must come back to the same size
+        if x.ndim != 4 or x.shape[-2] % 4 or x.shape[-1] % 4:
+            raise ValueError("expected (B, C, H, W) with H and W divisible by 4, "
+                             f"got {tuple(x.shape)}")
         skips = []
         for i, layer in enumerate(self.down_layers):
             x = self.act(layer(x))
-            if i < 2:  # keep the output for the skip connection, then halve the resolution
+            if i < 2:  # keep the output for the skip connection, then halve the size
                 skips.append(x)
                 x = self.downscale(x)
         for i, layer in enumerate(self.up_layers):

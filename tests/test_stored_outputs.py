@@ -70,3 +70,15 @@ def test_clean_drops_widgets_and_editor_metadata():
     assert "widgets" not in cleaned.metadata and "colab" not in cleaned.metadata
     assert "execution" not in cleaned.cells[0].metadata
     assert [o.output_type for o in cleaned.cells[0].outputs] == ["stream"]
+
+
+# Chapters whose code has been brought within the page width (88 characters); the others join as they are rebuilt.
+FITS_THE_PAGE = ["02_basic_unet_mnist.ipynb"]
+
+
+@pytest.mark.parametrize("name", FITS_THE_PAGE)
+def test_chapter_code_lines_fit_the_page(name):
+    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / name, as_version=4)
+    long_lines = [line for cell in nb.cells if cell.cell_type == "code"
+                  for line in cell.source.splitlines() if len(line) > 88]
+    assert not long_lines, f"{name}: {len(long_lines)} code lines longer than 88 characters: {long_lines[:3]}"
