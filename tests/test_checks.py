@@ -1,5 +1,6 @@
 """Every exercise check accepts the right answer and rejects typical wrong ones with a hint."""
 
+import numpy as np
 import torch
 
 from course_utils.checks import (check_add_noise, check_alpha_bar, check_corrupt, check_ddpm_step, check_mix_factors,
@@ -61,6 +62,8 @@ def test_check_add_noise():
 def test_check_snr_crossing():
     assert check_snr_crossing(259)
     assert check_snr_crossing(torch.tensor(259))
+    assert check_snr_crossing(np.int64(259))  # what np.argmax returns
+    assert "too late" in repr(check_snr_crossing(np.int64(600)))
     assert "off by one" in repr(check_snr_crossing(258))
     assert "too late" in repr(check_snr_crossing(600))
     assert not check_snr_crossing(None)
@@ -137,11 +140,28 @@ def test_check_transform():
         return {"images": [t.flip(-2) for t in good(batch)["images"]]}
 
     assert "up-down" in repr(check_transform(flips_up_down))
+    never_flips = ImageTransform(size=32, mode="RGB", flip_prob=0.0)
+    assert "flipped" in repr(check_transform(never_flips))
+    always_flips = ImageTransform(size=32, mode="RGB", flip_prob=1.0)
+    assert "flipped" in repr(check_transform(always_flips))
     assert not check_transform(lambda batch: {"img": []})
 
 
 def test_check_sampling_loop():
     def right(model, scheduler, x):
+        x = x * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            model_input = scheduler.scale_model_input(x, t)
+            x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
+        return x
+
+    def ddim_only(model, scheduler, x):  # right for DDIM and DDPM, wrong for Euler
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(x, t).sample, t, x).prev_sample
+        return x
+
+    def no_input_scaling(model, scheduler, x):
+        x = x * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             x = scheduler.step(model(x, t).sample, t, x).prev_sample
         return x
@@ -158,6 +178,8 @@ def test_check_sampling_loop():
         return x
 
     assert check_sampling_loop(right)
+    assert "EulerDiscreteScheduler" in repr(check_sampling_loop(ddim_only))
+    assert "scale_model_input" in repr(check_sampling_loop(no_input_scaling))
     assert "prev_sample" in repr(check_sampling_loop(no_feedback))
     assert "order" in repr(check_sampling_loop(reversed_order))
     assert "never called" in repr(check_sampling_loop(lambda model, scheduler, x: x))
@@ -176,6 +198,11 @@ def test_check_ema_update():
         for e, p in zip(ema_params, params):
             e.copy_((1 - decay) * e + decay * p)
 
+    def rebinds_list_items(ema_params, params, decay):  # leaves a real model's EMA unchanged
+        for i, (e, p) in enumerate(zip(ema_params, params)):
+            ema_params[i] = decay * e + (1 - decay) * p
+
     assert check_ema_update(right)
+    assert "in place" in repr(check_ema_update(rebinds_list_items))
     assert "in place" in repr(check_ema_update(not_in_place))
     assert "old average" in repr(check_ema_update(swapped))
