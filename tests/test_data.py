@@ -21,9 +21,16 @@ def test_mnist_mirror_loads_with_hub_columns(data_dir):
 
 def test_butterfly_stand_in_uses_the_image_column(data_dir):
     ds = load_course_dataset("huggan/smithsonian_butterflies_subset", split="train")
-    assert "image" in ds.column_names and "img" not in ds.column_names
-    assert ds[0]["image"].size == (32, 32)
+    # offline, the butterflies' stand-in is the emoji set: one object on a light ground
+    assert len(ds) == 1232 and "image" in ds.column_names
+    first = ds[0]["image"]
+    assert first.size == (64, 64) and first.mode == "RGB"
+    assert first.getpixel((0, 0)) == (255, 255, 255)  # the white ground
+    assert "Noto emoji" in data_source("huggan/smithsonian_butterflies_subset")
     assert "not butterflies" in data_source("huggan/smithsonian_butterflies_subset")
+    # the earlier stand-in stays loadable (the benchmark compares the two), under the same column name
+    cifar = load_course_dataset("uoft-cs/cifar10", split="train")
+    assert len(cifar) == 5000 and cifar[0]["image"].size == (32, 32) and "img" not in cifar.column_names
 
 
 def test_mirror_errors_name_what_to_fix(data_dir, tmp_path, monkeypatch):
@@ -48,6 +55,9 @@ def test_offline_without_mirror_fails_fast_and_clearly(monkeypatch):
     start = time.perf_counter()
     with pytest.raises(CourseDataError, match="COURSE_DATA_DIR"):
         load_course_dataset("ylecun/mnist")
+    assert time.perf_counter() - start < 5
+    start = time.perf_counter()
+    assert data.hub_available(timeout=2) is False  # what chapter 3 asks before from_pretrained
     assert time.perf_counter() - start < 5
 
 

@@ -40,7 +40,40 @@ def add_run_note(app, doctree) -> None:
     (sections[-1] if sections else doctree).append(note)
 
 
+def run_times(notebooks_dir: Path) -> list[str]:
+    """One line per chapter: its full run's wall time and device, read from the notebooks' stamps."""
+    lines = []
+    for path in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
+        metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+        stamp, title = metadata.get("course_run"), path.stem
+        if not stamp:
+            lines.append(f"{title}: not yet run at full budget")
+            continue
+        lines.append(f"{title}: {stamp.get('wall_time_s', 0) / 60:.1f} min at {stamp.get('budget', '?')} budget "
+                     f"on {stamp.get('device', '?')} ({stamp.get('executed_at', '?')[:10]})")
+    return lines
+
+
+def _run_times_directive():
+    from docutils import nodes
+    from docutils.parsers.rst import Directive
+
+    class RunTimes(Directive):
+        """`course-run-times`: a list of each chapter's full-run wall time, from the stamps."""
+
+        def run(self):
+            env = self.state.document.settings.env
+            notebooks_dir = Path(env.srcdir) / "notebooks"
+            items = nodes.bullet_list()
+            for line in run_times(notebooks_dir):
+                items += nodes.list_item("", nodes.paragraph(text=line))
+            return [items]
+
+    return RunTimes
+
+
 def setup(app):
+    app.add_directive("course-run-times", _run_times_directive())
     app.connect("config-inited", use_local_mathjax)
     app.connect("doctree-read", add_run_note)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
