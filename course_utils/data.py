@@ -41,7 +41,7 @@ MIRRORS: dict[str, Mirror] = {
     "huggan/smithsonian_butterflies_subset": Mirror(
         files={"train": "emoji/train.parquet"},
         rename={},
-        note="a stand-in: 1232 Noto emoji (Google, Apache-2.0), 64x64, not butterflies",
+        note="Noto emoji, a stand-in (not butterflies)",
     ),
     # The earlier stand-in, kept for the benchmark that compares the two.
     "uoft-cs/cifar10": Mirror(
@@ -80,6 +80,11 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 def _offline_flags_set() -> bool:
     return any(os.environ.get(v, "") not in ("", "0") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_available(timeout: float = 3.0) -> bool:
+    """True when the Hugging Face Hub can be reached now and no offline flag is set."""
+    return not _offline_flags_set() and _hub_reachable(timeout)
 
 
 def _load_mirror(name: str, split: str, data_dir: str):

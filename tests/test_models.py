@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import noising, sampling
+from course_utils import losses, models, noising, sampling, training
 from course_utils.models import BasicUNet
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -55,29 +55,56 @@ def test_a_short_training_run_lowers_the_loss():
     assert losses[-1] < 0.6 * losses[0]
 
 
+def _definition(source: str, name: str) -> str | None:
+    """The source of the top-level function, class or assignment `name` in Python source, or None."""
+    # IPython magics are not Python: blank them out, keeping the line numbers
+    tree = ast.parse("\n".join(line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith("%")
+                                else line for line in source.splitlines()))
+    lines = source.splitlines()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])  # decorators included
+            return "\n".join(lines[first - 1:node.end_lineno])
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return "\n".join(lines[node.lineno - 1:node.end_lineno])
+    return None
+
+
 def _notebook_definition(notebook: str, name: str) -> str:
-    """The source of the top-level function or class `name` as written in a chapter's code cells."""
+    """The source of `name` as written in a chapter's code cells."""
     nb = json.loads((NOTEBOOKS / notebook).read_text())
     for cell in nb["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        source = "".join(cell["source"])
-        if f"def {name}(" not in source and f"class {name}(" not in source:
-            continue
-        # IPython magics are not Python: blank them out, keeping the line numbers
-        tree = ast.parse("\n".join("" if line.lstrip().startswith("%") else line for line in source.splitlines()))
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
-                first = min([node.lineno] + [d.lineno for d in node.decorator_list])  # decorators included
-                return "\n".join(source.splitlines()[first - 1:node.end_lineno])
+        if cell["cell_type"] == "code":
+            found = _definition("".join(cell["source"]), name)
+            if found is not None:
+                return found
     raise AssertionError(f"{notebook} defines no {name}")
 
 
-@pytest.mark.parametrize("notebook, obj", [
-    ("01_noise_and_schedules.ipynb", noising.corrupt),
-    ("02_basic_unet_mnist.ipynb", BasicUNet),
-    ("02_basic_unet_mnist.ipynb", sampling.ddpm_sample),
-])
-def test_reused_code_is_identical_to_the_chapter_that_teaches_it(notebook, obj):
-    # What a later chapter imports from course_utils must be exactly what the learner saw written out.
-    assert inspect.getsource(obj).strip() == _notebook_definition(notebook, obj.__name__).strip()
+REUSED = [
+    ("01_noise_and_schedules.ipynb", noising, "corrupt"),
+    ("02_basic_unet_mnist.ipynb", models, "BasicUNet"),
+    ("02_basic_unet_mnist.ipynb", sampling, "ddpm_sample"),
+    ("02_basic_unet_mnist.ipynb", losses, "diffusion_loss"),
+] + [("03_butterflies_unet2d.ipynb", training, name) for name in (
+    "TrainConfig", "PRESETS", "make_model", "make_noise_scheduler", "TrainResult", "save_checkpoint",
+    "load_checkpoint", "train")]
+
+
+@pytest.mark.parametrize("notebook, module, name", REUSED, ids=[f"{m.__name__}.{n}" for _, m, n in REUSED])
+def test_reused_code_is_identical_to_the_chapter_that_teaches_it(notebook, module, name):
+    # What a later chapter or a script imports from course_utils must be exactly what the learner saw written out.
+    in_module = _definition(Path(module.__file__).read_text(), name)
+    assert in_module is not None, f"{module.__name__} defines no {name}"
+    assert in_module.strip() == _notebook_definition(notebook, name).strip(), (
+        f"{module.__name__}.{name} differs from its cell in {notebook}: copy the cell into the module")
+
+
+def test_the_chapter_3_loop_shows_the_library_calls_it_teaches():
+    nb = json.loads((NOTEBOOKS / "03_butterflies_unet2d.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    for call in ("UNet2DModel(", "EMAModel(", "get_cosine_schedule_with_warmup(", "AdamW(",
+                 "accelerator.backward", "accelerator.accumulate", "accelerator.sync_gradients",
+                 "skip_first_batches", "clip_grad_norm_"):
+        assert call in code, f"chapter 3's code does not show {call}"
+    assert "inspect.getsource" not in code

@@ -45,7 +45,7 @@ def run_times(notebooks_dir: Path) -> list[str]:
     lines = []
     for path in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
         metadata = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
-        stamp, title = metadata.get("course_run"), path.stem
+        stamp, title = metadata.get("course_run"), f"Chapter {int(path.stem[:2])} ({path.name})"
         if not stamp:
             lines.append(f"{title}: not yet run at full budget")
             continue
