@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "train_unconditional.jso
 OLD_CPU_PRESET = dict(
     block_out_channels=(32, 64, 64), down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
     up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), prediction_type="epsilon",
-    learning_rate=4e-4, warmup_steps=50, ema_decay=0.999,
+    learning_rate=4e-4, warmup_steps=50, ema_decay=0.999, ema_power=2 / 3,
 )
 
 
@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--ema-decay", type=float)
+    p.add_argument("--ema-power", type=float)
     p.add_argument("--mixed-precision", choices=["no", "bf16"])
     p.add_argument("--n-samples", type=int, default=1000)
     p.add_argument("--n-real", type=int, default=1232, help="reference images (the emoji set has 1232)")
@@ -68,6 +69,7 @@ def config_from(args: argparse.Namespace):
         changes["block_out_channels"] = tuple(int(c) for c in args.channels.split(","))
     for field, value in [("prediction_type", args.prediction_type), ("learning_rate", args.lr),
                          ("batch_size", args.batch_size), ("ema_decay", args.ema_decay),
+                         ("ema_power", args.ema_power),
                          ("mixed_precision", args.mixed_precision)]:
         if value is not None:
             changes[field] = value
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                                                              args.sampler_steps)), real)
     recipe = (f"{config.prediction_type}, ch {','.join(map(str, config.block_out_channels))}, "
               f"attn {'yes' if any('Attn' in b for b in config.down_block_types) else 'no'}, "
-              f"lr {config.learning_rate:g}, bs {config.batch_size}, EMA {config.ema_decay}, "
+              f"lr {config.learning_rate:g}, bs {config.batch_size}, "
+              f"EMA power {config.ema_power:.2f} cap {config.ema_decay}, "
               f"{config.mixed_precision if config.mixed_precision != 'no' else 'fp32'}")
     row = {
         "name": args.name, "data": data_source(args.dataset), "recipe": recipe,
