@@ -73,7 +73,7 @@ def test_clean_drops_widgets_and_editor_metadata():
 
 
 # Chapters whose code has been brought within the page width (88 characters); the others join as they are rebuilt.
-FITS_THE_PAGE = ["01_noise_and_schedules.ipynb", "02_basic_unet_mnist.ipynb"]
+FITS_THE_PAGE = ["01_noise_and_schedules.ipynb", "02_basic_unet_mnist.ipynb", "03_butterflies_unet2d.ipynb"]
 
 
 @pytest.mark.parametrize("name", FITS_THE_PAGE)
