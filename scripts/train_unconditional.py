@@ -2,7 +2,7 @@
 
 On a CPU:             python scripts/train_unconditional.py --preset cpu --max-steps 500
 On one or many GPUs:  accelerate launch scripts/train_unconditional.py --preset gpu
-On two CPU processes: accelerate launch --cpu --num_processes 2 scripts/train_unconditional.py --preset tiny
+On two CPU processes: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 scripts/train_unconditional.py --preset tiny
 The trained pipeline (EMA weights) is saved with save_pretrained and reloads with DDPMPipeline.from_pretrained.
 """
 
