@@ -26,7 +26,7 @@ from diffusers import DPMSolverMultistepScheduler
 
 from course_utils.data import data_source, load_course_dataset
 from course_utils.metrics import frechet_distance, inception_features, real_inception_features
-from course_utils.sampling import ddpm_sample
+from course_utils.sampling import sample_in_batches
 from course_utils.training import PRESETS, make_noise_scheduler, train
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_unconditional.jsonl"
@@ -77,14 +77,10 @@ def config_from(args: argparse.Namespace):
 
 
 def sample(model, config, n: int, steps: int) -> torch.Tensor:
-    """n samples in [0, 1] with SDE DPM-Solver++ (trailing timesteps), in chunks of 250."""
+    """n samples in [0, 1] with SDE DPM-Solver++ (trailing timesteps), 250 at a time."""
     scheduler = DPMSolverMultistepScheduler.from_config(
         make_noise_scheduler(config).config, algorithm_type="sde-dpmsolver++", timestep_spacing="trailing")
-    chunks = []
-    for seed, start in enumerate(range(0, n, 250)):
-        images, *_ = ddpm_sample(model, scheduler, min(250, n - start), steps, seed=1000 + seed, n_snapshots=0)
-        chunks.append(images)
-    return ((torch.cat(chunks) + 1) / 2).clamp(0, 1)
+    return sample_in_batches(model, scheduler, n, steps, seed=1000)
 
 
 def table() -> str:

@@ -1,4 +1,4 @@
-"""The DDPM sampling loop written in chapter 2, reused by chapter 3 (kept identical to the chapter's cell)."""
+"""The DDPM sampling loop written in chapter 2 (kept identical to the chapter's cell), and a batched wrapper."""
 
 import numpy as np
 import torch
@@ -29,3 +29,18 @@ def ddpm_sample(model, scheduler, n_images: int, n_inference_steps: int, seed: i
             labels.append(f"t = {int(t)}")
         x = output.prev_sample
     return x.cpu(), xs, x0s, labels
+
+
+def sample_in_batches(model, scheduler, n_images: int, n_inference_steps: int, seed: int = 0,
+                      batch_size: int = 250) -> torch.Tensor:
+    """Many samples in [0, 1], drawn with ddpm_sample `batch_size` at a time (seeds seed, seed + 1, ...)."""
+    if not isinstance(n_images, int) or isinstance(n_images, bool) or n_images < 1:
+        raise ValueError(f"n_images must be a positive int, got {n_images!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batches = []
+    for i, start in enumerate(range(0, n_images, batch_size)):
+        images, *_ = ddpm_sample(model, scheduler, min(batch_size, n_images - start), n_inference_steps,
+                                 seed=seed + i, n_snapshots=0)
+        batches.append(images)
+    return ((torch.cat(batches) + 1) / 2).clamp(0, 1)  # [-1, 1] → [0, 1]
