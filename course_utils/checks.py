@@ -389,3 +389,277 @@ def check_ema_update(ema_update: Callable) -> CheckResult:
     if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, swapped)):
         return _report(False, "decay weighs the old average, not the new weights: with decay 0.999 the average moves slowly")
     return _report(False, "compare with e ← decay · e + (1 − decay) · p for each pair of tensors")
+
+
+# --- Chapter 4: DDPM from scratch ----------------------------------------------------------------------------------
+
+def _cumprod_prev(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """ᾱ_{t−1} for every t, with ᾱ = 1 before the first step."""
+    return torch.cat([torch.ones(1, dtype=alphas_cumprod.dtype), alphas_cumprod[:-1]])
+
+
+def check_posterior_variance(posterior_variance: Callable) -> CheckResult:
+    """Check `posterior_variance(betas)`: β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t for every t, 0 at the first step."""
+    from .ddpm import cosine_beta_schedule  # the chapter's schedules, checked against diffusers by the tests
+
+    for betas in (_linear_betas().float(), cosine_beta_schedule(200)):
+        result, err = _call(posterior_variance, betas.clone(), name="posterior_variance")
+        if err:
+            return _report(False, err)
+        result, err = _as_tensor(result, tuple(betas.shape), "posterior_variance")
+        if err:
+            return _report(False, err + " (one variance per timestep)")
+        b = betas.double()
+        ab = torch.cumprod(1 - b, dim=0)
+        expected = (1 - _cumprod_prev(ab)) / (1 - ab) * b
+        if torch.allclose(result, expected, rtol=1e-4, atol=1e-8):
+            continue
+        if torch.allclose(result, b, rtol=1e-4):
+            return _report(False, "that is β_t itself, the paper's other choice of σ_t²; the posterior variance "
+                                  "scales it by (1 − ᾱ_{t−1}) / (1 − ᾱ_t)")
+        if abs(float(result[0])) > 1e-6 and torch.allclose(result[1:], expected[1:], rtol=1e-4):
+            return _report(False, "right from the second step on; at the first step ᾱ_{t−1} = 1, so β̃ is 0 there")
+        shifted = (1 - ab) / (1 - torch.cat([ab[1:], ab[-1:]])) * b
+        if torch.allclose(result[:-1], shifted[:-1], rtol=1e-4):
+            return _report(False, "off by one step: use ᾱ_{t−1} (the previous step's product) over ᾱ_t")
+        if torch.allclose(result, ((1 - _cumprod_prev(ab)) / (1 - ab)).sqrt() * b, rtol=1e-4):
+            return _report(False, "no square root: β̃_t is a variance, a plain ratio times β_t")
+        return _report(False, "compute ᾱ = cumprod(1 − β), shift it by one step with 1 in front, then "
+                              "(1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t")
+    return _report(True, "β̃_t matches diffusers' DDPMScheduler variance ('fixed_small') on two schedules")
+
+
+def check_posterior_mean(posterior_mean: Callable) -> CheckResult:
+    """Check `posterior_mean(x_t, x0, t, alphas_cumprod)`: μ̃_t = √ᾱ_{t−1} β_t/(1−ᾱ_t) x0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) x_t."""
+    from .ddpm import reverse_step
+
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.rand(2, 1, 8, 8, generator=g) * 2 - 1
+    eps = torch.randn(2, 1, 8, 8, generator=g)
+    alphas_cumprod = torch.cumprod(1 - _linear_betas().float(), dim=0)
+    for t in (1, 400, 999):
+        ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
+        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        # the ε-form mean of Algorithm 2 (the chapter's reverse_step without noise) is the same Gaussian's mean
+        expected = reverse_step(x_t, eps, t, t - 1, alphas_cumprod, torch.zeros_like(x_t)).double()
+        result, err = _call(posterior_mean, x_t, x0, t, alphas_cumprod, name="posterior_mean")
+        if err:
+            return _report(False, err)
+        result, err = _as_tensor(result, tuple(x_t.shape), "posterior_mean")
+        if err:
+            return _report(False, err)
+        if torch.allclose(result, expected, atol=1e-4):
+            continue
+        beta = 1 - ab / ab_prev
+        swapped = (ab.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab) / (1 - ab) * x_t).double()
+        if torch.allclose(result, swapped, atol=1e-4):
+            return _report(False, "use ᾱ_{t−1} (alphas_cumprod[t − 1]) in the numerators, ᾱ_t in the denominators")
+        no_roots = (ab_prev * beta / (1 - ab) * x0 + (1 - beta) * (1 - ab_prev) / (1 - ab) * x_t).double()
+        if torch.allclose(result, no_roots, atol=1e-4):
+            return _report(False, "the coefficients have square roots: √ᾱ_{t−1} and √α_t")
+        return _report(False, f"at t = {t} your mean differs from μ̃_t by up to "
+                              f"{(result - expected).abs().max():.3g}; β_t = 1 − ᾱ_t/ᾱ_{{t−1}} and α_t = 1 − β_t")
+    return _report(True, "your x0-form mean equals Algorithm 2's ε-form mean for the x0 the noise implies")
+
+
+def check_q_sample_from(q_sample_from: Callable) -> CheckResult:
+    """Check `q_sample_from(x_s, s, t, noise, alphas_cumprod)`: √(ᾱ_t/ᾱ_s) x_s + √(1 − ᾱ_t/ᾱ_s) noise."""
+    g = torch.Generator().manual_seed(6)
+    x_s = torch.randn(3, 1, 8, 8, generator=g)
+    noise = torch.randn(3, 1, 8, 8, generator=g)
+    alphas_cumprod = torch.cumprod(1 - _linear_betas().float(), dim=0)
+    for s, t in ((0, 10), (100, 600), (998, 999)):
+        ratio = (alphas_cumprod[t] / alphas_cumprod[s]).double()
+        expected = ratio.sqrt() * x_s.double() + (1 - ratio).sqrt() * noise.double()
+        result, err = _call(q_sample_from, x_s, s, t, noise, alphas_cumprod, name="q_sample_from")
+        if err:
+            return _report(False, err)
+        result, err = _as_tensor(result, tuple(x_s.shape), "q_sample_from")
+        if err:
+            return _report(False, err)
+        if torch.allclose(result, expected, atol=1e-4):
+            continue
+        ab_t = alphas_cumprod[t].double()
+        if torch.allclose(result, ab_t.sqrt() * x_s.double() + (1 - ab_t).sqrt() * noise.double(), atol=1e-4):
+            return _report(False, "that jumps as if x_s were the clean x_0; from step s only the α's of steps "
+                                  "s+1..t still apply: their product is ᾱ_t / ᾱ_s")
+        if torch.allclose(result, ratio * x_s.double() + (1 - ratio) * noise.double(), atol=1e-4):
+            return _report(False, "the coefficients are standard deviations: take square roots")
+        return _report(False, f"for s = {s}, t = {t} the result is off; the signal keeps √(ᾱ_t/ᾱ_s) and the "
+                              "noise's variance is 1 − ᾱ_t/ᾱ_s")
+    return _report(True, "q(x_t | x_s) = N(√(ᾱ_t/ᾱ_s) x_s, (1 − ᾱ_t/ᾱ_s) I): forward jumps from any step")
+
+
+# --- Chapter 5: measuring and improving samples --------------------------------------------------------------------
+
+def check_frechet_diagonal(frechet_diagonal: Callable) -> CheckResult:
+    """Check `frechet_diagonal(mu_a, var_a, mu_b, var_b)`: |mu_a − mu_b|² + Σ(σ_a − σ_b)² for variances var."""
+    rng = np.random.default_rng(0)
+    for dim in (1, 5):
+        mu_a, mu_b = rng.normal(size=dim), rng.normal(size=dim)
+        var_a, var_b = rng.uniform(0.5, 4, size=dim), rng.uniform(0.5, 4, size=dim)
+        expected = float(np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2))
+        result, err = _call(frechet_diagonal, mu_a, var_a, mu_b, var_b, name="frechet_diagonal")
+        if err:
+            return _report(False, err)
+        try:
+            value = float(result)
+        except (TypeError, ValueError):
+            return _report(False, f"frechet_diagonal should return a number, it returned {type(result).__name__}")
+        if abs(value - expected) < 1e-8 * max(1.0, expected):
+            continue
+        mean_term = float(np.sum((mu_a - mu_b) ** 2))
+        if abs(value - (mean_term + np.sum((var_a - var_b) ** 2))) < 1e-8:
+            return _report(False, "the trace term compares standard deviations: (√var_a − √var_b)², not variances")
+        if abs(value - (expected - mean_term)) < 1e-8:
+            return _report(False, "add the mean term |mu_a − mu_b|²: two Gaussians can differ in where they sit")
+        if abs(value - np.sqrt(expected)) < 1e-8:
+            return _report(False, "FD is the squared 2-Wasserstein distance: no square root over the sum")
+        return _report(False, "expand tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^½) for diagonal Σ entry by entry")
+    # a zero distance from a Gaussian to itself
+    result, err = _call(frechet_diagonal, np.ones(3), np.full(3, 2.0), np.ones(3), np.full(3, 2.0),
+                        name="frechet_diagonal")
+    if err or abs(float(result)) > 1e-12:
+        return _report(False, err or "a Gaussian's distance to itself must be 0")
+    return _report(True, "FD = |μ_a − μ_b|² + Σ(σ_a − σ_b)² for diagonal Gaussians, as sqrtm gives")
+
+
+def check_eps_from_v(eps_from_v: Callable) -> CheckResult:
+    """Check `eps_from_v(x_t, v, alpha_bar)`: ε = √ᾱ v + √(1−ᾱ) x_t."""
+    g = torch.Generator().manual_seed(7)
+    x0 = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    eps = torch.randn(3, 1, 8, 8, generator=g)
+    alpha_bar = torch.tensor([0.99, 0.5, 0.01]).view(-1, 1, 1, 1)
+    x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+    v = alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
+    result, err = _call(eps_from_v, x_t, v, alpha_bar, name="eps_from_v")
+    if err:
+        return _report(False, err)
+    result, err = _as_tensor(result, tuple(x_t.shape), "eps_from_v")
+    if err:
+        return _report(False, err)
+    if torch.allclose(result, eps.double(), atol=1e-4):
+        return _report(True, "ε = √ᾱ v + √(1−ᾱ) x_t recovers the noise at every noise level")
+    if torch.allclose(result, (alpha_bar.sqrt() * v - (1 - alpha_bar).sqrt() * x_t).double(), atol=1e-4):
+        return _report(False, "check the sign of the x_t term: ε = √ᾱ v + √(1−ᾱ) x_t")
+    if torch.allclose(result, (alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v).double(), atol=1e-4):
+        return _report(False, "that is x̂0 = √ᾱ x_t − √(1−ᾱ) v; ε takes the other combination")
+    return _report(False, "substitute x0 = √ᾱ x_t − √(1−ᾱ) v into x_t = √ᾱ x0 + √(1−ᾱ) ε and solve for ε")
+
+
+def _fewest_nfe_reference(sweep: dict, sampler: str, target: float) -> int | None:
+    meeting = [nfe for nfe, ratio, *_ in sweep[sampler] if ratio <= target]
+    return min(meeting) if meeting else None
+
+
+def check_fewest_nfe(fewest_nfe: Callable, sweep: dict) -> CheckResult:
+    """Check `fewest_nfe(sweep, sampler, target)` on the chapter's measured sweep and on made-up ones."""
+    if not isinstance(sweep, dict) or not sweep:
+        return _report(False, "pass the chapter's measured `sweep` dict as the second argument")
+    made_up = {"A": [(5, 9.0, 0.1), (10, 3.0, 0.2), (20, 1.5, 0.4), (50, 1.6, 1.0)],
+               "B": [(5, 20.0, 0.1), (10, 12.0, 0.2)]}
+    cases = [(made_up, "A", 2.0), (made_up, "A", 3.0), (made_up, "A", 1.55), (made_up, "B", 5.0),
+             (made_up, "A", 100.0)]
+    for sampler, rows in sweep.items():
+        ratios = sorted(ratio for _, ratio, *_ in rows)
+        cases += [(sweep, sampler, ratios[len(ratios) // 2]), (sweep, sampler, ratios[0] / 2)]
+    for table, sampler, target in cases:
+        expected = _fewest_nfe_reference(table, sampler, target)
+        result, err = _call(fewest_nfe, table, sampler, target, name="fewest_nfe")
+        if err:
+            return _report(False, err)
+        if result == expected and (result is None) == (expected is None):
+            continue
+        if expected is None:
+            return _report(False, f"{sampler} never reaches FD ratio {target:g}: return None, got {result!r}")
+        if table is made_up and sampler == "A" and target == 1.55:
+            return _report(False, "measured FD is not monotonic in NFE: take the smallest NFE that meets the "
+                                  "target, not the first one after which it stays met")
+        return _report(False, f"for {sampler!r} and target {target:g} expected NFE {expected}, got {result!r}")
+    return _report(True, "right on the chapter's own measurements and on made-up tables (None when unmet)")
+
+
+# --- Chapter 6: guidance and flow matching -------------------------------------------------------------------------
+
+def check_guided_eps(guided_eps: Callable) -> CheckResult:
+    """Check `guided_eps(eps_cond, eps_uncond, w)`: ε_u + w (ε_c − ε_u), w a number or one scale per image."""
+    g = torch.Generator().manual_seed(8)
+    eps_cond, eps_uncond = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    for w in (0.0, 1.0, 3.0, torch.tensor([0.0, 2.0, 7.5])):
+        expected = eps_uncond + (w.view(-1, 1, 1, 1) if isinstance(w, torch.Tensor) else w) * (eps_cond - eps_uncond)
+        result, err = _call(guided_eps, eps_cond, eps_uncond, w, name="guided_eps")
+        if err:
+            hint = " (a (B,) tensor of scales needs .view(-1, 1, 1, 1) to broadcast)" if isinstance(w, torch.Tensor) else ""
+            return _report(False, err + hint)
+        result, err = _as_tensor(result, tuple(eps_cond.shape), "guided_eps")
+        if err:
+            return _report(False, err)
+        if torch.allclose(result, expected.double(), atol=1e-5):
+            continue
+        label = "per-image scales" if isinstance(w, torch.Tensor) else f"w = {w:g}"
+        if not isinstance(w, torch.Tensor):
+            if torch.allclose(result, (eps_cond + w * (eps_cond - eps_uncond)).double(), atol=1e-5):
+                return _report(False, "start from the unconditional prediction: ε_uncond + w (ε_cond − ε_uncond), "
+                                      "so that w = 0 ignores the label and w = 1 is the conditional model")
+            if w == 0:
+                return _report(False, "with w = 0 the result must be ε_uncond (the label is ignored)")
+        return _report(False, f"wrong for {label}: expected ε_uncond + w (ε_cond − ε_uncond)")
+    return _report(True, "guidance for a single scale and for one scale per image")
+
+
+def check_flow_euler_step(flow_euler_step: Callable) -> CheckResult:
+    """Check `flow_euler_step(x_t, velocity, t, t_next)` against FlowMatchEulerDiscreteScheduler.step."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    g = torch.Generator().manual_seed(9)
+    x_t, velocity = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
+    for shift in (1.0, 3.0):
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
+        scheduler.set_timesteps(5)
+        for i, timestep in enumerate(scheduler.timesteps):
+            t, t_next = float(scheduler.sigmas[i]), float(scheduler.sigmas[i + 1])
+            expected = scheduler.step(velocity, timestep, x_t).prev_sample.double()
+            result, err = _call(flow_euler_step, x_t, velocity, t, t_next, name="flow_euler_step")
+            if err:
+                return _report(False, err)
+            result, err = _as_tensor(result, tuple(x_t.shape), "flow_euler_step")
+            if err:
+                return _report(False, err)
+            if torch.allclose(result, expected, atol=1e-5):
+                continue
+            if torch.allclose(result, (x_t - (t_next - t) * velocity).double(), atol=1e-5):
+                return _report(False, "wrong direction: t_next < t, so x moves by (t_next − t)·v, against the "
+                                      "velocity ε − x0, towards the data")
+            return _report(False, f"from t = {t:.3f} to {t_next:.3f} (shift {shift:g}) the step differs from "
+                                  "diffusers': an Euler step is x + (t_next − t)·v")
+    return _report(True, "your step equals FlowMatchEulerDiscreteScheduler.step on its grids, shift 1 and 3")
+
+
+def _guidance_reference(table: dict, min_share: float):
+    meeting = {w: ratio for w, (share, ratio) in table.items() if share >= min_share}
+    return min(meeting, key=meeting.get) if meeting else None
+
+
+def check_guidance_choice(choose_guidance: Callable, table: dict) -> CheckResult:
+    """Check `choose_guidance(table, min_share)` on the chapter's measured table and on made-up ones."""
+    if not isinstance(table, dict) or not table:
+        return _report(False, "pass the chapter's measured `guidance_table` as the second argument")
+    made_up = {0: (0.10, 1.2), 1: (0.80, 0.9), 2: (0.93, 1.1), 4: (0.97, 1.8), 8: (0.99, 3.5)}
+    shares = sorted(share for share, _ in table.values())
+    cases = [(made_up, 0.5), (made_up, 0.9), (made_up, 0.95), (made_up, 0.999), (made_up, 0.0)]
+    cases += [(table, shares[0]), (table, shares[len(shares) // 2]), (table, shares[-1]), (table, 1.01)]
+    for candidate, min_share in cases:
+        expected = _guidance_reference(candidate, min_share)
+        result, err = _call(choose_guidance, candidate, min_share, name="choose_guidance")
+        if err:
+            return _report(False, err)
+        if result == expected:
+            continue
+        if expected is None:
+            return _report(False, f"no w reaches an intended share of {min_share:.2f}: return None, got {result!r}")
+        meeting = [w for w, (share, _) in candidate.items() if share >= min_share]
+        if result == max(meeting, key=lambda w: candidate[w][0]):
+            return _report(False, "the highest share is not the goal: among the w that meet min_share, "
+                                  "take the one with the lowest FD ratio")
+        return _report(False, f"for min_share {min_share:.2f} expected w = {expected}, got {result!r}")
+    return _report(True, "right on the chapter's measured table and on made-up ones (None when unmet)")

@@ -1,6 +1,7 @@
 """The book's configuration and extension: chapters in the table of contents, run notes from the stamps."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,3 +47,24 @@ def test_instructors_page_reads_run_times_from_the_stamps(tmp_path):
     assert lines == ["Chapter 1 (01_a.ipynb): 31.2 min at full budget on cpu: x86_64, 2 cores (2026-11-24)",
                      "Chapter 2 (02_b.ipynb): not yet run at full budget"]
     assert "```{course-run-times}" in (ROOT / "book" / "instructors.md").read_text()
+
+
+def test_one_repository_url_for_colab_installs_and_links():
+    # Publishing the course under another name means changing `repository.url` in _config.yml; every chapter's
+    # `%pip install ... git+COURSE_REPO` and the README's Colab links must then follow it (see the README).
+    import json
+
+    url = re.search(r"repository:\s*\n\s*url:\s*(\S+)", (ROOT / "_config.yml").read_text()).group(1)
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        setup = "".join(cells[2]["source"]) if len(cells) > 2 else ""
+        found = re.findall(r'COURSE_REPO = "([^"]+)"', "".join("".join(c["source"]) for c in cells))
+        assert found == [url], f"{notebook.name}: COURSE_REPO {found} differs from _config.yml's {url}"
+        assert "git+{COURSE_REPO}" in setup, f"{notebook.name}: the Colab cell does not install from COURSE_REPO"
+    readme = (ROOT / "README.md").read_text()
+    owner_repo = url.removeprefix("https://github.com/")
+    links = re.findall(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/blob/main/notebooks/(\S+?\.ipynb)", readme)
+    assert links, "the README has no Colab links"
+    assert {repo for repo, _ in links} == {owner_repo}
+    chapters = {p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert {name for _, name in links} == chapters, "every chapter needs exactly its own Colab link in the README"

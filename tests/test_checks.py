@@ -206,3 +206,165 @@ def test_check_ema_update():
     assert "in place" in repr(check_ema_update(rebinds_list_items))
     assert "in place" in repr(check_ema_update(not_in_place))
     assert "old average" in repr(check_ema_update(swapped))
+
+
+def _cumprod_prev(ab):
+    return torch.cat([torch.ones(1, dtype=ab.dtype), ab[:-1]])
+
+
+def test_check_posterior_variance():
+    from course_utils.checks import check_posterior_variance
+
+    def right(betas):
+        ab = torch.cumprod(1 - betas, dim=0)
+        return (1 - _cumprod_prev(ab)) / (1 - ab) * betas
+
+    def first_step_not_zero(betas):
+        result = right(betas)
+        result[0] = betas[0]
+        return result
+
+    def rooted(betas):
+        ab = torch.cumprod(1 - betas, dim=0)
+        return ((1 - _cumprod_prev(ab)) / (1 - ab)).sqrt() * betas
+
+    def unfinished(betas):
+        raise NotImplementedError
+
+    assert check_posterior_variance(right)
+    assert "other choice" in repr(check_posterior_variance(lambda betas: betas.clone()))
+    assert "first step" in repr(check_posterior_variance(first_step_not_zero))
+    assert "square root" in repr(check_posterior_variance(rooted))
+    assert "one variance per timestep" in repr(check_posterior_variance(lambda betas: betas[1:]))
+    assert "NotImplementedError" in repr(check_posterior_variance(unfinished))
+
+
+def test_check_posterior_mean():
+    from course_utils.checks import check_posterior_mean
+
+    def right(x_t, x0, t, alphas_cumprod):
+        ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
+        beta = 1 - ab / ab_prev
+        return ab_prev.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+
+    def no_roots(x_t, x0, t, alphas_cumprod):
+        ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
+        beta = 1 - ab / ab_prev
+        return ab_prev * beta / (1 - ab) * x0 + (1 - beta) * (1 - ab_prev) / (1 - ab) * x_t
+
+    assert check_posterior_mean(right)
+    assert "square roots" in repr(check_posterior_mean(no_roots))
+    assert not check_posterior_mean(lambda x_t, x0, t, ab: x0)
+    assert "torch.Tensor" in repr(check_posterior_mean(lambda x_t, x0, t, ab: 1.0))
+
+
+def test_check_q_sample_from():
+    from course_utils.checks import check_q_sample_from
+
+    def right(x_s, s, t, noise, alphas_cumprod):
+        ratio = alphas_cumprod[t] / alphas_cumprod[s]
+        return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
+
+    def from_x0(x_s, s, t, noise, alphas_cumprod):
+        return alphas_cumprod[t].sqrt() * x_s + (1 - alphas_cumprod[t]).sqrt() * noise
+
+    def no_roots(x_s, s, t, noise, alphas_cumprod):
+        ratio = alphas_cumprod[t] / alphas_cumprod[s]
+        return ratio * x_s + (1 - ratio) * noise
+
+    assert check_q_sample_from(right)
+    assert "clean x_0" in repr(check_q_sample_from(from_x0))
+    assert "square roots" in repr(check_q_sample_from(no_roots))
+    assert not check_q_sample_from(lambda x_s, s, t, noise, ab: x_s)
+
+
+def test_check_frechet_diagonal():
+    from course_utils.checks import check_frechet_diagonal
+
+    def right(mu_a, var_a, mu_b, var_b):
+        return float(np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2))
+
+    assert check_frechet_diagonal(right)
+    assert "standard deviations" in repr(check_frechet_diagonal(
+        lambda mu_a, var_a, mu_b, var_b: float(np.sum((mu_a - mu_b) ** 2) + np.sum((var_a - var_b) ** 2))))
+    assert "mean term" in repr(check_frechet_diagonal(
+        lambda mu_a, var_a, mu_b, var_b: float(np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2))))
+    assert "no square root" in repr(check_frechet_diagonal(lambda *args: np.sqrt(right(*args))))
+    assert "number" in repr(check_frechet_diagonal(lambda *args: "far"))
+
+
+def test_check_eps_from_v():
+    from course_utils.checks import check_eps_from_v
+
+    assert check_eps_from_v(lambda x_t, v, ab: ab.sqrt() * v + (1 - ab).sqrt() * x_t)
+    assert "sign" in repr(check_eps_from_v(lambda x_t, v, ab: ab.sqrt() * v - (1 - ab).sqrt() * x_t))
+    assert "x̂0" in repr(check_eps_from_v(lambda x_t, v, ab: ab.sqrt() * x_t - (1 - ab).sqrt() * v))
+    assert not check_eps_from_v(lambda x_t, v, ab: v)
+
+
+def test_check_fewest_nfe():
+    from course_utils.checks import check_fewest_nfe
+
+    sweep = {"DDIM": [(5, 8.0, 0.1), (10, 4.0, 0.2), (20, 2.0, 0.3)], "Heun": [(5, 3.0, 0.1), (9, 1.2, 0.2)]}
+
+    def right(sweep, sampler, target):
+        meeting = [nfe for nfe, ratio, _ in sweep[sampler] if ratio <= target]
+        return min(meeting) if meeting else None
+
+    def first_after_which_it_stays(sweep, sampler, target):
+        rows = sweep[sampler]
+        for i, (nfe, _, _) in enumerate(rows):
+            if all(ratio <= target for _, ratio, _ in rows[i:]):
+                return nfe
+        return None
+
+    def never_none(sweep, sampler, target):
+        return right(sweep, sampler, target) or sweep[sampler][-1][0]
+
+    assert check_fewest_nfe(right, sweep)
+    assert "not monotonic" in repr(check_fewest_nfe(first_after_which_it_stays, sweep))
+    assert "return None" in repr(check_fewest_nfe(never_none, sweep))
+    assert "sweep" in repr(check_fewest_nfe(right, {}))
+
+
+def test_check_guided_eps():
+    from course_utils.checks import check_guided_eps
+
+    def right(eps_cond, eps_uncond, w):
+        w = torch.as_tensor(w, dtype=eps_cond.dtype)
+        if w.ndim == 1:
+            w = w.view(-1, 1, 1, 1)
+        return eps_uncond + w * (eps_cond - eps_uncond)
+
+    assert check_guided_eps(right)
+    assert "unconditional prediction" in repr(check_guided_eps(lambda c, u, w: c + w * (c - u)))
+    assert "view(-1, 1, 1, 1)" in repr(check_guided_eps(lambda c, u, w: u + w * (c - u)))  # (B,) will not broadcast
+    assert not check_guided_eps(lambda c, u, w: c)
+
+
+def test_check_flow_euler_step():
+    from course_utils.checks import check_flow_euler_step
+
+    assert check_flow_euler_step(lambda x, v, t, t_next: x + (t_next - t) * v)
+    assert "wrong direction" in repr(check_flow_euler_step(lambda x, v, t, t_next: x - (t_next - t) * v))
+    assert not check_flow_euler_step(lambda x, v, t, t_next: x - v / 5)
+
+
+def test_check_guidance_choice():
+    from course_utils.checks import check_guidance_choice
+
+    table = {0: (0.1, 1.5), 1: (0.85, 1.0), 2: (0.95, 1.2), 4: (0.98, 2.0)}
+
+    def right(table, min_share):
+        meeting = {w: ratio for w, (share, ratio) in table.items() if share >= min_share}
+        return min(meeting, key=meeting.get) if meeting else None
+
+    def highest_share(table, min_share):
+        meeting = [w for w, (share, _) in table.items() if share >= min_share]
+        return max(meeting, key=lambda w: table[w][0]) if meeting else None
+
+    assert check_guidance_choice(right, table)
+    assert "lowest FD" in repr(check_guidance_choice(highest_share, table))
+    assert "return None" in repr(check_guidance_choice(lambda t, m: right(t, m) if right(t, m) is not None else 0,
+                                                       table))
+    assert "guidance_table" in repr(check_guidance_choice(right, {}))

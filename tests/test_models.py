@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils import losses, models, noising, sampling, training
+from course_utils import ddpm, losses, models, noising, sampling, training
 from course_utils.models import BasicUNet
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -88,7 +88,7 @@ REUSED = [
     ("02_basic_unet_mnist.ipynb", losses, "diffusion_loss"),
 ] + [("03_butterflies_unet2d.ipynb", training, name) for name in (
     "TrainConfig", "PRESETS", "make_model", "make_noise_scheduler", "TrainResult", "save_checkpoint",
-    "load_checkpoint", "train")]
+    "load_checkpoint", "train")] + [("04_ddpm_from_scratch.ipynb", ddpm, name) for name in ddpm.__all__]
 
 
 @pytest.mark.parametrize("notebook, module, name", REUSED, ids=[f"{m.__name__}.{n}" for _, m, n in REUSED])

@@ -1,6 +1,7 @@
 """The committed notebooks hold one clean, full-budget run made by `python -m course_utils.execute`."""
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -73,7 +74,8 @@ def test_clean_drops_widgets_and_editor_metadata():
 
 
 # Chapters whose code has been brought within the page width (88 characters); the others join as they are rebuilt.
-FITS_THE_PAGE = ["01_noise_and_schedules.ipynb", "02_basic_unet_mnist.ipynb", "03_butterflies_unet2d.ipynb"]
+FITS_THE_PAGE = ["01_noise_and_schedules.ipynb", "02_basic_unet_mnist.ipynb", "03_butterflies_unet2d.ipynb",
+                 "04_ddpm_from_scratch.ipynb"]
 
 
 @pytest.mark.parametrize("name", FITS_THE_PAGE)
@@ -82,3 +84,25 @@ def test_chapter_code_lines_fit_the_page(name):
     long_lines = [line for cell in nb.cells if cell.cell_type == "code"
                   for line in cell.source.splitlines() if len(line) > 88]
     assert not long_lines, f"{name}: {len(long_lines)} code lines longer than 88 characters: {long_lines[:3]}"
+
+
+def _printed(notebook: str) -> str:
+    """Everything a chapter's stored run printed."""
+    nb = nbformat.read(NOTEBOOKS[0].parent / notebook, as_version=4)
+    texts = [o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    return "".join(texts)
+
+
+def test_chapter_4_quotes_chapter_2s_stored_run():
+    # Chapter 4 compares its model with chapter 2's at equal training time, from figures copied out of chapter 2.
+    nb = nbformat.read(NOTEBOOKS[0].parent / "04_ddpm_from_scratch.ipynb", as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    quoted = re.search(r'chapter_2 = \{"steps": (\d+), "minutes": ([\d.]+), "confident": ([\d.]+), '
+                       r'"fd_ratio": ([\d.]+)\}', source)
+    assert quoted, "chapter 4 no longer quotes chapter 2's figures in the form this test reads"
+    printed = _printed("02_basic_unet_mnist.ipynb")
+    run = re.search(r"(\d+) steps in ([\d.]+) min", printed)
+    confident = re.search(r"confident \(top class p >= 0.9\): ([\d.]+) %", printed)
+    fd_ratio = re.search(r"= ([\d.]+) × real-vs-real", printed)
+    assert (run.group(1), run.group(2), confident.group(1), fd_ratio.group(1)) == quoted.groups(), (
+        "chapter 2 was re-run: copy its new figures into chapter 4's comparison table")

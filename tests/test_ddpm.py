@@ -1,0 +1,144 @@
+"""Chapter 4's DDPM from scratch (course_utils.ddpm, copied from the chapter's cells) equals diffusers where it should."""
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.models.embeddings import get_timestep_embedding
+
+from course_utils import ddpm
+
+T = 1000
+ALPHAS_CUMPROD = torch.cumprod(1 - ddpm.linear_beta_schedule(T), dim=0)
+
+
+@pytest.mark.parametrize("name, schedule", [
+    ("linear", ddpm.linear_beta_schedule), ("scaled_linear", ddpm.quadratic_beta_schedule),
+    ("squaredcos_cap_v2", ddpm.cosine_beta_schedule), ("sigmoid", ddpm.sigmoid_beta_schedule)])
+def test_hand_written_schedules_equal_diffusers(name, schedule):
+    reference = DDPMScheduler(num_train_timesteps=T, beta_schedule=name).betas
+    assert torch.allclose(schedule(T), reference, atol=1e-7)
+
+
+def test_cosine_schedule_is_clipped_and_ends_near_pure_noise():
+    betas = ddpm.cosine_beta_schedule(T)
+    assert betas.max() <= 0.999 + 1e-7 and betas[-1] == pytest.approx(0.999)
+    assert torch.cumprod(1 - betas, 0)[-1] < 1e-6
+
+
+def test_q_sample_equals_add_noise_with_a_timestep_per_image():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(6, 1, 8, 8, generator=g) * 2 - 1
+    noise = torch.randn(6, 1, 8, 8, generator=g)
+    t = torch.tensor([0, 1, 10, 500, 998, 999])
+    scheduler = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear")
+    assert torch.allclose(ddpm.q_sample(x0, t, noise, ALPHAS_CUMPROD), scheduler.add_noise(x0, noise, t), atol=1e-6)
+    # each image really gets its own t: the noisiest image is almost pure noise, the first almost clean
+    noisy = ddpm.q_sample(x0, t, noise, ALPHAS_CUMPROD)
+    assert (noisy[0] - x0[0]).abs().max() < 0.05 and (noisy[-1] - noise[-1]).abs().max() < 0.05
+
+
+def test_timestep_embedding_equals_diffusers_and_separates_timesteps():
+    t = torch.tensor([0, 1, 7, 500, 999])
+    ours = ddpm.timestep_embedding(t, 32)
+    assert ours.shape == (5, 32)
+    assert torch.allclose(ours, get_timestep_embedding(t, 32, downscale_freq_shift=0), atol=1e-6)
+    assert torch.cdist(ours, ours)[~torch.eye(5, dtype=bool)].min() > 0.5
+
+
+@pytest.mark.parametrize("variance, variance_type", [("small", "fixed_small"), ("large", "fixed_large")])
+@pytest.mark.parametrize("t, t_prev, n_steps", [(999, 998, None), (1, 0, None), (0, -1, None), (500, 480, 50),
+                                                (20, 0, 50)])
+def test_reverse_step_is_diffusers_ddpm_step(variance, variance_type, t, t_prev, n_steps):
+    g = torch.Generator().manual_seed(t)
+    x_t, eps = torch.randn(3, 1, 8, 8, generator=g), torch.randn(3, 1, 8, 8, generator=g)
+    scheduler = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", variance_type=variance_type,
+                              clip_sample=False)
+    if n_steps:
+        scheduler.set_timesteps(n_steps)
+    theirs = scheduler.step(eps, t, x_t, generator=torch.Generator().manual_seed(1)).prev_sample
+    z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(1))
+    ours = ddpm.reverse_step(x_t, eps, t, t_prev, ALPHAS_CUMPROD, z, variance)
+    # near t = 0, 1 − ᾱ_t is ~1e-4 and float32 cancellation (in either formula) reaches ~1e-4
+    assert torch.allclose(ours, theirs, atol=1e-3 if t < 5 else 1e-5)
+
+
+def test_reverse_step_rejects_an_unknown_variance():
+    x = torch.zeros(1, 1, 4, 4)
+    with pytest.raises(ValueError, match="'small' or 'large'"):
+        ddpm.reverse_step(x, x, 5, 4, ALPHAS_CUMPROD, x, variance="learned")
+
+
+def test_time_unet_keeps_the_shape_uses_the_timestep_and_rejects_odd_sizes():
+    torch.manual_seed(0)
+    model = ddpm.TimeUNet().eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        early, late = model(x, torch.tensor([0, 0])), model(x, torch.tensor([900, 900]))
+    assert early.shape == x.shape
+    assert (early - late).abs().max() > 1e-4  # the output depends on t
+    assert ddpm.TimeUNet(in_channels=3, block=ddpm.ConvNeXtBlock)(torch.randn(1, 3, 32, 32),
+                                                                   torch.tensor([3])).shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model(torch.randn(1, 1, 30, 30), torch.tensor([1]))
+
+
+def test_ddpm_loss_types_and_bad_input():
+    torch.manual_seed(0)
+    model = ddpm.TimeUNet(channels=(8, 16, 16), attention_levels=())
+    x0 = torch.rand(4, 1, 8, 8) * 2 - 1
+    for loss_type in ("l2", "l1", "huber"):
+        loss = ddpm.ddpm_loss(model, x0, ALPHAS_CUMPROD, loss_type)
+        assert loss.ndim == 0 and loss.item() > 0
+    with pytest.raises(ValueError, match="loss_type"):
+        ddpm.ddpm_loss(model, x0, ALPHAS_CUMPROD, "l3")
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, n: int = 64):
+        g = torch.Generator().manual_seed(0)
+        # two kinds of image: a bright square on a dark ground, or the reverse
+        self.images = -torch.ones(n, 1, 8, 8)
+        self.images[::2, :, 2:6, 2:6] = 1
+        self.images[1::2] = -self.images[1::2]
+        self.images += 0.05 * torch.randn(self.images.shape, generator=g)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"images": self.images[i]}
+
+
+def test_training_lowers_the_loss_and_sampling_gives_images_in_range():
+    dataloader = torch.utils.data.DataLoader(_Images(), batch_size=16, shuffle=True,
+                                             generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = ddpm.TimeUNet(channels=(16, 32, 32), attention_levels=(2,))
+    losses, ema_model = ddpm.train_ddpm(model, dataloader, ALPHAS_CUMPROD, n_steps=120, lr=2e-3, seed=0)
+    assert len(losses) == 120
+    assert sum(losses[-20:]) / 20 < 0.6 * sum(losses[:20]) / 20
+    assert any((a - b).abs().max() > 0 for a, b in zip(model.parameters(), ema_model.parameters()))
+    images, snapshots, labels = ddpm.p_sample_loop(ema_model, 4, ALPHAS_CUMPROD, image_shape=(1, 8, 8), n_steps=20,
+                                                   seed=1, n_snapshots=3)
+    assert images.shape == (4, 1, 8, 8) and images.min() >= -1 and images.max() <= 1
+    assert len(snapshots) == 3 and labels == ["t = 950", "t = 450", "t = 0"]
+    again = ddpm.p_sample_loop(ema_model, 4, ALPHAS_CUMPROD, image_shape=(1, 8, 8), n_steps=20, seed=1)[0]
+    assert torch.equal(images, again)  # seeded
+    scheduler = DPMSolverMultistepScheduler(num_train_timesteps=T, beta_schedule="linear")
+    fast = ddpm.solver_sample(ema_model, scheduler, 5, 10, image_shape=(1, 8, 8), batch_size=2)
+    assert fast.shape == (5, 1, 8, 8) and fast.min() >= 0 and fast.max() <= 1
+
+
+def test_solver_sample_drives_deterministic_and_option_taking_schedulers():
+    from diffusers import DDIMScheduler, HeunDiscreteScheduler
+
+    torch.manual_seed(0)
+    model = ddpm.TimeUNet(channels=(8, 16, 16), attention_levels=()).eval()
+    kw = dict(num_train_timesteps=T, beta_schedule="linear")
+    heun = ddpm.solver_sample(model, HeunDiscreteScheduler(**kw), 2, 3, image_shape=(1, 8, 8))  # step takes no generator
+    assert heun.shape == (2, 1, 8, 8)
+    ddim = DDIMScheduler(**kw)
+    deterministic = [ddpm.solver_sample(model, ddim, 2, 4, image_shape=(1, 8, 8), seed=s, eta=0.0) for s in (0, 0)]
+    noisy = ddpm.solver_sample(model, ddim, 2, 4, image_shape=(1, 8, 8), seed=0, eta=1.0)
+    assert torch.equal(*deterministic)
+    assert (noisy - deterministic[0]).abs().max() > 1e-3  # eta reached the scheduler's step
