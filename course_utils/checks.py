@@ -75,54 +75,72 @@ def check_corrupt(corrupt: Callable) -> CheckResult:
     return _report(True, "corrupt mixes each image with its noise by its own amount")
 
 
-def check_alpha_bar(alpha_bar: Callable) -> CheckResult:
-    """Check `alpha_bar(betas)` returns ᾱ_t, the running product of α_s = 1 − β_s."""
-    betas = _linear_betas()
-    result, err = _call(alpha_bar, betas.clone(), name="alpha_bar")
-    if err:
-        return _report(False, err)
-    result, err = _as_tensor(result, tuple(betas.shape), "alpha_bar")
-    if err:
-        return _report(False, err + " (one value per timestep)")
-    expected = torch.cumprod(1 - betas, dim=0)
-    if torch.allclose(result, expected, rtol=1e-5, atol=1e-7):
-        return _report(True, "ᾱ_t matches the product of (1 − β_s) for s ≤ t")
-    if torch.allclose(result, torch.cumprod(betas, dim=0), rtol=1e-4):
-        return _report(False, "you multiplied the β's; ᾱ multiplies α_s, the fraction of the signal kept at each step")
-    if torch.allclose(result, 1 - torch.cumsum(betas, dim=0), rtol=1e-4, atol=1e-6):
-        return _report(False, "that is 1 − Σβ, a first-order approximation; the exact ᾱ_t is a product, not a sum")
-    if torch.allclose(result, 1 - betas, rtol=1e-5):
-        return _report(False, "that is α_t for each step alone; ᾱ_t accumulates every step up to t")
-    if not (result[1:] <= result[:-1] + 1e-12).all():
-        return _report(False, "ᾱ_t should decrease with t: each step keeps a little less of the signal")
-    return _report(False, "the values are off; compare the first few with 1 − β_0, (1 − β_0)(1 − β_1), ...")
+def _alpha_bar_end(beta_start: float, beta_end: float, n_steps: int) -> float:
+    """ᾱ at the last step of a linear schedule, in float64."""
+    return float(torch.prod(1 - torch.linspace(beta_start, beta_end, n_steps, dtype=torch.float64)))
 
 
-def check_add_noise(add_noise: Callable) -> CheckResult:
-    """Check `add_noise(x0, noise, t, alphas_cumprod)` samples q(x_t | x_0) in closed form."""
+def check_beta_end(beta_end_for: Callable) -> CheckResult:
+    """Check `beta_end_for(target, beta_start, n_steps)`: the linear schedule's β_end that leaves ᾱ_T = target."""
+    cases = [(_alpha_bar_end(1e-4, 0.02, 1000), 1e-4, 1000), (1e-3, 1e-4, 1000), (0.05, 1e-4, 1000),
+             (1e-6, 1e-4, 1000), (1e-3, 1e-3, 50)]
+    for target, beta_start, n_steps in cases:
+        result, err = _call(beta_end_for, target, beta_start, n_steps, name="beta_end_for")
+        if err:
+            return _report(False, err)
+        if isinstance(result, torch.Tensor) and result.numel() == 1:
+            result = result.item()
+        if isinstance(result, bool) or not isinstance(result, (int, float, np.floating)):
+            return _report(False, f"beta_end_for should return one number, it returned {type(result).__name__}")
+        beta_end = float(result)
+        if not beta_start <= beta_end < 1:
+            return _report(False, f"β_end = {beta_end:g} for ᾱ_T = {target:g}: it must lie in [β_start, 1)")
+        reached = _alpha_bar_end(beta_start, beta_end, n_steps)
+        if abs(np.log(reached) - np.log(target)) < 1e-3:  # ᾱ_T within 0.1 %
+            continue
+        first_order = 2 * (1 - target) / n_steps - beta_start  # from 1 − Σβ = target
+        log_sum = 2 * -np.log(target) / n_steps - beta_start  # from −Σβ = log target
+        if abs(beta_end - first_order) < 1e-6:
+            return _report(False, "1 − Σβ is ᾱ_T only when Σβ is small; ᾱ_T is a product: compute it exactly "
+                                  "for a trial β_end and search (bisection works, ᾱ_T falls as β_end grows)")
+        if abs(beta_end - log_sum) < 1e-6:
+            return _report(False, "log ᾱ_T = Σ log(1 − β) is close to −Σβ but not equal: the β² terms shift ᾱ_T "
+                                  f"by {abs(reached / target - 1):.0%} here; compute the product and search")
+        return _report(False, f"for ᾱ_T = {target:g} (β_start {beta_start:g}, {n_steps} steps) your β_end "
+                              f"{beta_end:.5g} gives ᾱ_T = {reached:.3g}")
+    return _report(True, f"DDPM's ᾱ_T = {cases[0][0]:.2e} needs β_end = 0.02, and every other target is met "
+                         "to 0.1 %")
+
+
+def check_noise_to_snr(noise_to_snr: Callable) -> CheckResult:
+    """Check `noise_to_snr(x0, noise, snr)`: the VP x_t whose SNR is snr, one SNR per image."""
     g = torch.Generator().manual_seed(1)
     x0 = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
     noise = torch.randn(3, 1, 8, 8, generator=g)
-    t = torch.tensor([0, 400, 999])
-    alphas_cumprod = torch.cumprod(1 - _linear_betas(), dim=0).float()
-    result, err = _call(add_noise, x0, noise, t, alphas_cumprod, name="add_noise")
+    snr = torch.tensor([100.0, 1.0, 0.01])
+    result, err = _call(noise_to_snr, x0, noise, snr, name="noise_to_snr")
     if err:
         return _report(False, err)
-    result, err = _as_tensor(result, tuple(x0.shape), "add_noise")
+    result, err = _as_tensor(result, tuple(x0.shape), "noise_to_snr")
     if err:
-        return _report(False, err + ". Hint: index alphas_cumprod with t, then reshape to (B, 1, 1, 1)")
-    ab = alphas_cumprod.double()[t].view(-1, 1, 1, 1)
-    expected = ab.sqrt() * x0.double() + (1 - ab).sqrt() * noise.double()
-    if torch.allclose(result, expected, atol=1e-5):
-        return _report(True, "x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, with each image at its own timestep")
-    if torch.allclose(result, ab * x0.double() + (1 - ab) * noise.double(), atol=1e-5):
+        return _report(False, err + ". Hint: reshape the (B,) SNRs to (B, 1, 1, 1)")
+    x0, noise, snr4 = x0.double(), noise.double(), snr.double().view(-1, 1, 1, 1)
+    alpha_bar = snr4 / (1 + snr4)
+    if torch.allclose(result, alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise, atol=1e-5):
+        return _report(True, "ᾱ = SNR / (1 + SNR), then x_t = √ᾱ x_0 + √(1 − ᾱ) ε: the VP point with that SNR")
+    if torch.allclose(result, x0 + noise / snr4.sqrt(), atol=1e-5):
+        return _report(False, "that x_t has the right SNR but is the VE form (x_0 + σε): its variance grows. "
+                              "Keep the variance at 1: √ᾱ x_0 + √(1 − ᾱ) ε, with ᾱ from the SNR")
+    wrong_alpha = snr4.clamp(max=1)
+    if torch.allclose(result, wrong_alpha.sqrt() * x0 + (1 - wrong_alpha).sqrt() * noise, atol=1e-5) or \
+            torch.allclose(result, snr4.sqrt() * x0 + (1 - snr4).abs().sqrt() * noise, atol=1e-5):
+        return _report(False, "the SNR is not ᾱ: SNR = ᾱ / (1 − ᾱ); solve it for ᾱ first")
+    if torch.allclose(result, alpha_bar * x0 + (1 - alpha_bar) * noise, atol=1e-5):
         return _report(False, "close: the coefficients are standard deviations, so they need square roots")
-    if torch.allclose(result, ab.sqrt() * noise.double() + (1 - ab).sqrt() * x0.double(), atol=1e-5):
-        return _report(False, "signal and noise are swapped: at t = 0 almost all of x_t should be x_0")
-    ab0 = alphas_cumprod.double()[t[0]]
-    if torch.allclose(result, ab0.sqrt() * x0.double() + (1 - ab0).sqrt() * noise.double(), atol=1e-5):
-        return _report(False, "every image got the first image's timestep; each image has its own t")
-    return _report(False, "the values are off; at t = 999 x_t should be almost pure noise, at t = 0 almost x_0")
+    first = alpha_bar[:1]
+    if torch.allclose(result, first.sqrt() * x0 + (1 - first).sqrt() * noise, atol=1e-5):
+        return _report(False, "every image got the first image's SNR; each image has its own")
+    return _report(False, "the values are off; with SNR 100 x_t should be almost x_0, with SNR 0.01 almost noise")
 
 
 def check_snr_crossing(t_cross: object) -> CheckResult:

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from course_utils.checks import (check_add_noise, check_alpha_bar, check_corrupt, check_ddpm_step, check_mix_factors,
+from course_utils.checks import (check_beta_end, check_corrupt, check_noise_to_snr, check_ddpm_step, check_mix_factors,
                                   check_ema_update, check_sampling_loop, check_snr_crossing, check_transform,
                                   check_x0_from_eps)
 
@@ -31,32 +31,55 @@ def test_check_corrupt():
     assert "function" in repr(check_corrupt(42))
 
 
-def test_check_alpha_bar():
-    result = check_alpha_bar(lambda betas: torch.cumprod(1 - betas, dim=0))
-    assert result and repr(result).startswith("✅")
-    assert "multiplied the β" in repr(check_alpha_bar(lambda b: torch.cumprod(b, 0)))
-    assert "sum" in repr(check_alpha_bar(lambda b: 1 - torch.cumsum(b, 0)))
-    assert "accumulates" in repr(check_alpha_bar(lambda b: 1 - b))
-    assert not check_alpha_bar(lambda b: torch.ones(3))
+def _beta_end_by_bisection(target, beta_start, n_steps):
+    low, high = beta_start, 0.999
+    for _ in range(60):
+        middle = (low + high) / 2
+        betas = torch.linspace(beta_start, middle, n_steps, dtype=torch.float64)
+        low, high = (middle, high) if torch.prod(1 - betas) > target else (low, middle)
+    return (low + high) / 2
 
 
-def test_check_add_noise():
-    def right(x0, noise, t, ab):
-        ab = ab[t].view(-1, 1, 1, 1)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+def test_check_beta_end():
+    result = check_beta_end(_beta_end_by_bisection)
+    assert result and "0.02" in repr(result)
+    first_order = check_beta_end(lambda target, b0, n: 2 * (1 - target) / n - b0)
+    assert not first_order and "1 − Σβ" in repr(first_order)
+    log_sum = check_beta_end(lambda target, b0, n: 2 * -np.log(target) / n - b0)
+    assert not log_sum and "β² terms" in repr(log_sum)
+    assert "one number" in repr(check_beta_end(lambda target, b0, n: "0.02"))
+    assert "[β_start, 1)" in repr(check_beta_end(lambda target, b0, n: -1.0))
+    # a one-element tensor is a number too
+    assert check_beta_end(lambda target, b0, n: torch.tensor(_beta_end_by_bisection(target, b0, n)))
 
-    def no_sqrt(x0, noise, t, ab):
-        ab = ab[t].view(-1, 1, 1, 1)
-        return ab * x0 + (1 - ab) * noise
 
-    def one_timestep(x0, noise, t, ab):
-        return ab[t[0]].sqrt() * x0 + (1 - ab[t[0]]).sqrt() * noise
+def test_check_noise_to_snr():
+    def right(x0, noise, snr):
+        alpha_bar = (snr / (1 + snr)).view(-1, 1, 1, 1)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
 
-    assert check_add_noise(right)
-    assert "square roots" in repr(check_add_noise(no_sqrt))
-    assert "own t" in repr(check_add_noise(one_timestep))
-    # the pass message never shows code
-    assert "sqrt()" not in repr(check_add_noise(right))
+    def variance_exploding(x0, noise, snr):
+        return x0 + noise / snr.sqrt().view(-1, 1, 1, 1)
+
+    def snr_as_alpha_bar(x0, noise, snr):
+        alpha_bar = snr.clamp(max=1).view(-1, 1, 1, 1)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+    def no_sqrt(x0, noise, snr):
+        alpha_bar = (snr / (1 + snr)).view(-1, 1, 1, 1)
+        return alpha_bar * x0 + (1 - alpha_bar) * noise
+
+    def first_snr_only(x0, noise, snr):
+        alpha_bar = snr[0] / (1 + snr[0])
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+    assert check_noise_to_snr(right)
+    assert "VE form" in repr(check_noise_to_snr(variance_exploding))
+    assert "solve it for ᾱ" in repr(check_noise_to_snr(snr_as_alpha_bar))
+    assert "square roots" in repr(check_noise_to_snr(no_sqrt))
+    assert "first image's SNR" in repr(check_noise_to_snr(first_snr_only))
+    assert "reshape" in repr(check_noise_to_snr(lambda x0, noise, snr: x0[0]))
+    assert "sqrt()" not in repr(check_noise_to_snr(right))  # the pass message never shows code
 
 
 def test_check_snr_crossing():
