@@ -1,6 +1,7 @@
 """Book extras: MathJax served locally when fetched (maths renders offline), and a run note under each chapter."""
 
 import json
+import re
 from pathlib import Path
 
 LOCAL_MATHJAX = Path(__file__).resolve().parents[1] / "_static" / "mathjax" / "tex-chtml.js"
@@ -72,8 +73,38 @@ def _run_times_directive():
     return RunTimes
 
 
+def number_exercises_per_chapter(app, env) -> list[str]:
+    """Exercise 4.1, 4.2, ... in chapter 4 (Sphinx numbers them 1, 2, ... across the whole book)."""
+    for docname, numbers in env.toc_fignumbers.items():
+        chapter = re.match(r"notebooks/(\d\d)_", docname)
+        if chapter is None or "exercise" not in numbers:
+            continue
+        in_order = sorted(numbers["exercise"].items(), key=lambda item: item[1])
+        numbers["exercise"] = {key: (int(chapter.group(1)), i) for i, (key, _) in enumerate(in_order, 1)}
+    return []
+
+
+def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> None:
+    """Keep one copy of each script: under Jupyter Book, sphinx-thebe and sphinx-togglebutton register their inline
+    settings twice (file None and file ""), and a page that declares `const THEBE_JS_URL` twice logs a
+    SyntaxError in every reader's console."""
+    scripts = context.get("script_files")
+    if scripts is None:
+        return
+    kept, seen = [], set()
+    for script in scripts:
+        filename = getattr(script, "filename", script) or ""  # inline scripts: None or "", the same thing
+        key = (str(filename), repr(sorted(getattr(script, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            kept.append(script)
+    scripts[:] = kept
+
+
 def setup(app):
     app.add_directive("course-run-times", _run_times_directive())
     app.connect("config-inited", use_local_mathjax)
     app.connect("doctree-read", add_run_note)
+    app.connect("env-get-updated", number_exercises_per_chapter, priority=900)  # after Sphinx's numbering
+    app.connect("html-page-context", drop_duplicate_scripts, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
