@@ -1,0 +1,131 @@
+"""The student edition (solutions removed, stubs the checks reject) and the grading command."""
+
+import ast
+import csv
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import course_utils.checks as checks
+from course_utils.grade import check_call, grade_notebook, main as grade_main
+from course_utils.student_edition import (exercise_cells, main as student_main, remove_solutions,
+                                          solution_blocks)
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+# Chapter objects that some checks take besides the learner's function: small stand-ins of the same shape.
+CHAPTER_OBJECTS = {
+    "sweep": {"DDIM": [(5, 4.0, 0.1), (10, 2.0, 0.2), (20, 1.5, 0.4)]},
+    "guidance_table": {0: (0.2, 1.5), 1: (0.8, 1.1), 4: (0.97, 2.0)},
+}
+
+
+def _solutions(nb: nbformat.NotebookNode) -> list[str]:
+    """The Python code of every solution block in the notebook."""
+    blocks = [b for c in nb.cells if c.cell_type == "markdown" for b in solution_blocks(c.source)]
+    return [code.strip() for block in blocks for code in PYTHON_BLOCK.findall(block)]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_student_edition_has_no_solutions_and_keeps_every_exercise(path, tmp_path):
+    original = nbformat.read(path, as_version=4)
+    assert student_main([str(tmp_path), str(path)]) == 0
+    student = nbformat.read(tmp_path / path.name, as_version=4)
+    text = "\n".join(cell.source for cell in student.cells)
+    assert "{solution}" not in text
+    solutions = _solutions(original)
+    assert solutions, f"{path.name}: no solution code found to remove"
+    for code in solutions:
+        assert code not in text, f"{path.name}: solution code survives:\n{code[:200]}"
+    assert len(exercise_cells(student)) == len(exercise_cells(original)) >= 3
+    assert "{exercise}" in text  # the questions stay
+    assert student.metadata["course_edition"] == "student"
+
+
+def _imports(nb: nbformat.NotebookNode) -> str:
+    """The chapter's import cell (the first code cell that imports torch)."""
+    return next(c.source for c in nb.cells if c.cell_type == "code" and "import torch" in c.source)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_check_rejects_the_student_stubs(path):
+    nb = nbformat.read(path, as_version=4)
+    remove_solutions(nb)
+    for cell in exercise_cells(nb):
+        call = check_call(cell.source)
+        namespace = dict(CHAPTER_OBJECTS)
+        exec(_imports(nb), namespace)
+        stub = [node for node in ast.parse(cell.source).body  # all but the check call
+                if ast.unparse(node) != ast.unparse(call)]
+        exec(compile(ast.Module(body=stub, type_ignores=[]), path.name, "exec"), namespace)
+        arguments = [eval(compile(ast.Expression(arg), "<arg>", "eval"), namespace) for arg in call.args]
+        result = getattr(checks, call.func.id)(*arguments)
+        assert not result, f"{path.name}: {call.func.id} accepts the stub: {result}"
+        assert "Not yet" in repr(result)
+
+
+def test_student_edition_refuses_to_overwrite_the_chapters():
+    with pytest.raises(SystemExit):
+        student_main([str(ROOT / "notebooks")])
+
+
+def test_remove_solutions_keeps_text_around_a_solution():
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "Before.\n\n````{solution} ex-a\n:class: dropdown\n\n```python\nx = 1\n```\n````\n\nAfter.")])
+    assert remove_solutions(nb) == 1
+    assert nb.cells[0].source == "Before.\n\n\nAfter."
+
+
+def _chapter_4_exercises(solved: bool, extra_cells: list[str] = ()) -> nbformat.NotebookNode:
+    """A learner notebook: chapter 4's imports, some extra cells, then its three exercises."""
+    chapter = nbformat.read(ROOT / "notebooks/04_ddpm_from_scratch.ipynb", as_version=4)
+    solutions = iter(_solutions(chapter))
+    cells = [nbformat.v4.new_code_cell(_imports(chapter))]
+    cells += [nbformat.v4.new_code_cell(source) for source in extra_cells]
+    for cell in exercise_cells(chapter):
+        source = cell.source
+        if solved:  # the learner's answer replaces the stub; the check line stays
+            source = next(solutions) + "\n\n\n" + source.splitlines()[-1]
+        cells.append(nbformat.v4.new_code_cell(source))
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def test_grading_reports_pass_fail_errors_and_hangs(tmp_path, capsys):
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    nbformat.write(_chapter_4_exercises(solved=True), submissions / "ada.ipynb")
+    # An unsolved notebook that also raises in one cell and hangs in another, and one that
+    # fakes its checks by redefining them.
+    nbformat.write(_chapter_4_exercises(solved=False, extra_cells=[
+        "1 / 0", "import time\ntime.sleep(600)"]), submissions / "bob.ipynb")
+    nbformat.write(_chapter_4_exercises(solved=False, extra_cells=[
+        "def check_posterior_variance(fn):\n    return '✅ Correct'"]), submissions / "cy.ipynb")
+    (submissions / "dee.ipynb").write_text("{ not a notebook")
+    grades_csv = tmp_path / "grades.csv"
+    assert grade_main([str(submissions), "--csv", str(grades_csv), "--cell-timeout", "20"]) == 0
+
+    with open(grades_csv) as f:
+        rows = list(csv.DictReader(f))
+    results = {(r["learner"], r["exercise"]): r["result"] for r in rows}
+    exercises = ["check_posterior_variance", "check_posterior_mean", "check_q_sample_from"]
+    assert [results["ada", e] for e in exercises] == ["pass"] * 3
+    assert [results["bob", e] for e in exercises] == ["fail"] * 3
+    assert results["cy", "check_posterior_variance"] == "fail"  # the grader calls the real check
+    assert results["dee", "(notebook)"] == "error"
+    notes = [r for r in rows if r["learner"] == "bob" and r["exercise"] == "(notebook)"]
+    assert {r["result"] for r in notes} == {"error", "timeout"}
+    assert any("ZeroDivisionError" in r["message"] for r in notes)
+    printed = capsys.readouterr().out
+    assert "posterior_variance" in printed and "note: dee: error" in printed
+
+
+def test_grading_a_notebook_without_exercises_says_so(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nbformat.write(nb, tmp_path / "empty.ipynb")
+    [grade] = grade_notebook(tmp_path / "empty.ipynb")
+    assert grade.result == "error" and "no exercise cells" in grade.message
