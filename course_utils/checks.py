@@ -233,9 +233,9 @@ def check_ddpm_step(ddpm_step: Callable) -> CheckResult:
 
 
 def check_mix_factors(mix_factors: Callable) -> CheckResult:
-    """Check `mix_factors(n_steps)`: fractions that move 1/n of the way first and land on the prediction last."""
-    for n in (1, 5, 10):
-        result, err = _call(mix_factors, n, name="mix_factors")
+    """Check `mix_factors(n_steps, power)`: fractions that leave (1 − (i+1)/n) ** power of the way after step i."""
+    for n, power in ((1, 1.0), (5, 1.0), (10, 1.0), (5, 2.0), (8, 0.5), (10, 3.0)):
+        result, err = _call(mix_factors, n, power, name="mix_factors")
         if err:
             return _report(False, err)
         try:
@@ -243,22 +243,30 @@ def check_mix_factors(mix_factors: Callable) -> CheckResult:
         except TypeError:
             return _report(False, f"mix_factors should return a list of numbers, got {type(result).__name__}")
         if len(factors) != n:
-            return _report(False, f"mix_factors({n}) should give one factor per step ({n}), got {len(factors)}")
+            return _report(False, f"mix_factors({n}, {power}) should give one factor per step ({n}), "
+                                  f"got {len(factors)}")
+        left = [(1 - i / n) ** power for i in range(n + 1)]  # share of the start left before step i
+        expected = [1 - left[i + 1] / left[i] for i in range(n)]
+        if all(abs(f - e) < 1e-9 for f, e in zip(factors, expected)):
+            continue
+        if all(abs(f - e) < 1e-9 for f, e in zip(factors, left[1:])):
+            return _report(False, "these are the shares of the distance left after each step; the factor is "
+                                  "the fraction of the remaining way that the step moves")
+        if all(abs(f - (left[i] - left[i + 1])) < 1e-9 for i, f in enumerate(factors)):
+            return _report(False, "these are the shares of the starting distance each step covers; the "
+                                  "factor is a fraction of what is left before the step: divide by that share")
+        if power != 1 and all(abs(f - 1 / (n - i)) < 1e-9 for i, f in enumerate(factors)):
+            return _report(False, f"right for power 1, but power {power} should change the factors: after "
+                                  f"step i, (1 - (i + 1) / n) ** power of the distance is left")
         if any(not 0 < f <= 1 for f in factors):
-            return _report(False, "each factor is a fraction of the way to the prediction: it must lie in (0, 1]")
+            return _report(False, f"mix_factors({n}, {power}) gave {[round(f, 3) for f in factors]}: each factor "
+                                  "is a fraction of the remaining way to the prediction, so it must lie in (0, 1]")
         if abs(factors[-1] - 1) > 1e-9:
             return _report(False, "the last step should land exactly on the prediction (factor 1)")
-        if abs(factors[0] - 1 / n) > 1e-9:
-            return _report(False, f"the first step should move 1/n of the way (1/{n}), got {factors[0]:.3g}")
-        # Equal shares: step i moves 1/(n-i) of what remains, so each step covers 1/n of the original distance.
-        remaining = 1.0
-        for f in factors:
-            moved = remaining * f
-            if abs(moved - 1 / n) > 1e-9:
-                return _report(False, "each step should cover an equal share (1/n) of the original distance to the "
-                                      "prediction; what is left shrinks, so the fraction must grow")
-            remaining -= moved
-    return _report(True, "step i moves 1/(n − i) of the remaining way, an equal share each step")
+        return _report(False, f"mix_factors({n}, {power}) gave {[round(f, 3) for f in factors]}; expected "
+                              f"{[round(e, 3) for e in expected]}. Hint: the fraction moved is 1 minus (share "
+                              "left after the step) / (share left before it)")
+    return _report(True, "f_i = 1 − ((n − i − 1) / (n − i)) ** power; power 1 gives back 1 / (n − i)")
 
 
 def _check_images(images: object, name: str, n: int, shape: tuple[int, ...]) -> str | None:
@@ -320,19 +328,27 @@ def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
                          "half of them flipped left-right")
 
 
-def _reference_loop(model, scheduler, x: torch.Tensor, scale_input: bool = True,
-                    init_sigma: bool = True) -> torch.Tensor:
-    """The sampling loop for any diffusers scheduler (the flags leave out a step, for hints)."""
-    if init_sigma:
-        x = x * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
+def _reference_sdedit(model, scheduler, images: torch.Tensor, noise: torch.Tensor, strength: float,
+                      start: str = "images", first_kept: bool = True, scale_input: bool = True) -> torch.Tensor:
+    """SDEdit with any diffusers scheduler (the flags make the usual mistakes, for hints)."""
+    n = len(scheduler.timesteps)
+    n_kept = round(strength * n)
+    if n_kept == 0:
+        return images.clone()
+    timesteps = scheduler.timesteps[n - n_kept:]
+    if start == "noise":
+        x = noise * scheduler.init_noise_sigma
+    else:
+        noise_at = timesteps[:1] if first_kept else scheduler.timesteps[:1]
+        x = scheduler.add_noise(images, noise, noise_at)
+    for t in timesteps:
         model_input = scheduler.scale_model_input(x, t) if scale_input else x
         x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
     return x
 
 
-def check_sampling_loop(sampling_loop: Callable) -> CheckResult:
-    """Check `sampling_loop(model, scheduler, x)` for DDIM and for Euler (which scales x and the input)."""
+def check_sdedit(sdedit: Callable) -> CheckResult:
+    """Check `sdedit(model, scheduler, images, noise, strength)` for DDIM and Euler at several strengths."""
     from types import SimpleNamespace
 
     from diffusers import DDIMScheduler, EulerDiscreteScheduler
@@ -346,42 +362,53 @@ def check_sampling_loop(sampling_loop: Callable) -> CheckResult:
     def uncounted(x, t):
         return SimpleNamespace(sample=0.1 * x + 0.01 * float(t) / 1000)
 
-    # both deterministic, so any correct loop agrees; Euler's x has sigma_max ≈ 14.6, not 1
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+    noise = torch.randn(2, 3, 8, 8, generator=g)
+    # both deterministic, so any correct answer agrees; Euler works in sigma units, not unit variance
     for scheduler in (DDIMScheduler(num_train_timesteps=1000),
                       EulerDiscreteScheduler(num_train_timesteps=1000)):
         name = type(scheduler).__name__
-        scheduler.set_timesteps(10)
-        x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
-        expected = _reference_loop(uncounted, scheduler, x.clone())
-        calls.clear()
-        scheduler.set_timesteps(10)  # some schedulers keep a step index: start afresh
-        result, err = _call(sampling_loop, toy_model, scheduler, x.clone(), name="sampling_loop")
-        if err:
-            return _report(False, f"with {name}: {err}")
-        if not calls:
-            return _report(False, "the model was never called: call model(x, t).sample at every timestep")
-        if calls != [int(t) for t in scheduler.timesteps]:
-            return _report(False, f"call the model once per timestep, in the order of scheduler.timesteps; "
-                                  f"it was called at {calls[:4]}{'...' if len(calls) > 4 else ''}")
-        result, err = _as_tensor(result, tuple(x.shape), "sampling_loop")
-        if err:
-            return _report(False, err + ". Hint: return the final x (prev_sample of the last step)")
-        if torch.allclose(result, expected.double(), atol=1e-4):
-            continue
-        for hint, kwargs in [
-            ("scale the starting noise by scheduler.init_noise_sigma", {"init_sigma": False}),
-            ("feed the model scheduler.scale_model_input(x, t), not x", {"scale_input": False}),
-            ("scale the starting noise by scheduler.init_noise_sigma and feed the model "
-             "scheduler.scale_model_input(x, t)", {"init_sigma": False, "scale_input": False}),
-        ]:
+        for strength in (0.0, 0.3, 0.6, 1.0):
             scheduler.set_timesteps(10)
-            if torch.allclose(result, _reference_loop(uncounted, scheduler, x.clone(), **kwargs).double(),
-                              atol=1e-4):
-                return _report(False, f"right for DDIM-like schedulers, wrong for {name}: {hint}")
-        return _report(False, f"with {name} the timesteps are right but the result is not; feed each "
-                              "step's prev_sample into the next")
-    return _report(True, "the loop works for DDIM and Euler: init_noise_sigma, scale_model_input, "
-                         "the model at every timestep, scheduler.step to x_{t-1}")
+            expected = _reference_sdedit(uncounted, scheduler, images, noise, strength)
+            kept = [int(t) for t in scheduler.timesteps[10 - round(strength * 10):]] if strength else []
+            calls.clear()
+            scheduler.set_timesteps(10)  # some schedulers keep a step index: start afresh
+            result, err = _call(sdedit, toy_model, scheduler, images.clone(), noise.clone(), strength,
+                                name="sdedit")
+            if err:
+                return _report(False, f"with {name}, strength {strength}: {err}")
+            if calls != kept:
+                if strength == 0:
+                    return _report(False, "at strength 0 nothing is noised and no step is run: return the "
+                                          "images as they are, without calling the model")
+                if calls == [int(t) for t in scheduler.timesteps]:
+                    return _report(False, f"at strength {strength} run only the last round(strength × n) "
+                                          f"timesteps ({kept[:3]}...), not all {len(calls)}")
+                return _report(False, f"at strength {strength} the model should be called at {kept}, in that "
+                                      f"order; it was called at {calls}")
+            result, err = _as_tensor(result, tuple(images.shape), "sdedit")
+            if err:
+                return _report(False, err + ". Hint: return the final x (prev_sample of the last step)")
+            if torch.allclose(result, expected.double(), rtol=1e-4, atol=1e-4):
+                continue
+            for hint, kwargs in [
+                ("start from the images noised to the first timestep you keep (scheduler.add_noise), "
+                 "not from pure noise", {"start": "noise"}),
+                ("noise the images to the first timestep you keep, not to the schedule's first",
+                 {"first_kept": False}),
+                (f"feed the model scheduler.scale_model_input(x, t), not x ({name} needs it)",
+                 {"scale_input": False}),
+            ]:
+                scheduler.set_timesteps(10)
+                wrong = _reference_sdedit(uncounted, scheduler, images, noise, strength, **kwargs)
+                if torch.allclose(result, wrong.double(), rtol=1e-4, atol=1e-4):
+                    return _report(False, f"with {name}, strength {strength}: {hint}")
+            return _report(False, f"with {name}, strength {strength}, the timesteps are right but the result "
+                                  "is not; feed each step's prev_sample into the next")
+    return _report(True, "images noised to the first kept timestep with add_noise, then the last "
+                         "round(strength × n) steps, for DDIM and Euler")
 
 
 def check_ema_update(ema_update: Callable) -> CheckResult:

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from course_utils.checks import (check_beta_end, check_corrupt, check_noise_to_snr, check_ddpm_step, check_mix_factors,
-                                  check_ema_update, check_sampling_loop, check_snr_crossing, check_transform,
+                                  check_ema_update, check_sdedit, check_snr_crossing, check_transform,
                                   check_x0_from_eps)
 
 
@@ -139,10 +139,17 @@ def test_check_ddpm_step():
 
 
 def test_check_mix_factors():
-    assert check_mix_factors(lambda n: [1 / (n - i) for i in range(n)])
-    assert "last step" in repr(check_mix_factors(lambda n: [0.5] * n))
-    assert "equal share" in repr(check_mix_factors(lambda n: [1 / n] * (n - 1) + [1.0]))
-    assert "one factor per step" in repr(check_mix_factors(lambda n: [1.0]))
+    assert check_mix_factors(lambda n, p: [1 - ((n - i - 1) / (n - i)) ** p for i in range(n)])
+    # the page's rule is only the power-1 case
+    assert "right for power 1" in repr(check_mix_factors(lambda n, p: [1 / (n - i) for i in range(n)]))
+    assert "shares of the distance left" in repr(
+        check_mix_factors(lambda n, p: [(1 - (i + 1) / n) ** p for i in range(n)]))
+    assert "divide by that share" in repr(
+        check_mix_factors(lambda n, p: [(1 - i / n) ** p - (1 - (i + 1) / n) ** p for i in range(n)]))
+    assert "last step" in repr(check_mix_factors(lambda n, p: [0.5] * n))
+    assert "expected [0.2, 0.25" in repr(check_mix_factors(lambda n, p: [0.5] * (n - 1) + [1.0]))
+    assert "one factor per step" in repr(check_mix_factors(lambda n, p: [1.0]))
+    assert "TypeError" in repr(check_mix_factors(lambda n: [1.0] * n))  # the old one-argument form
 
 
 def test_check_transform():
@@ -170,42 +177,62 @@ def test_check_transform():
     assert not check_transform(lambda batch: {"img": []})
 
 
-def test_check_sampling_loop():
-    def right(model, scheduler, x):
-        x = x * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
+def test_check_sdedit():
+    def right(model, scheduler, images, noise, strength):
+        n_kept = round(strength * len(scheduler.timesteps))
+        if n_kept == 0:
+            return images
+        timesteps = scheduler.timesteps[len(scheduler.timesteps) - n_kept:]
+        x = scheduler.add_noise(images, noise, timesteps[:1])
+        for t in timesteps:
             model_input = scheduler.scale_model_input(x, t)
             x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
         return x
 
-    def ddim_only(model, scheduler, x):  # right for DDIM and DDPM, wrong for Euler
-        for t in scheduler.timesteps:
+    def from_pure_noise(model, scheduler, images, noise, strength):
+        n_kept = round(strength * len(scheduler.timesteps))
+        if n_kept == 0:
+            return images
+        x = noise * scheduler.init_noise_sigma
+        for t in scheduler.timesteps[len(scheduler.timesteps) - n_kept:]:
+            x = scheduler.step(model(scheduler.scale_model_input(x, t), t).sample, t, x).prev_sample
+        return x
+
+    def noised_to_first(model, scheduler, images, noise, strength):
+        n_kept = round(strength * len(scheduler.timesteps))
+        if n_kept == 0:
+            return images
+        x = scheduler.add_noise(images, noise, scheduler.timesteps[:1])
+        for t in scheduler.timesteps[len(scheduler.timesteps) - n_kept:]:
+            x = scheduler.step(model(scheduler.scale_model_input(x, t), t).sample, t, x).prev_sample
+        return x
+
+    def no_input_scaling(model, scheduler, images, noise, strength):
+        n_kept = round(strength * len(scheduler.timesteps))
+        if n_kept == 0:
+            return images
+        timesteps = scheduler.timesteps[len(scheduler.timesteps) - n_kept:]
+        x = scheduler.add_noise(images, noise, timesteps[:1])
+        for t in timesteps:
             x = scheduler.step(model(x, t).sample, t, x).prev_sample
         return x
 
-    def no_input_scaling(model, scheduler, x):
-        x = x * scheduler.init_noise_sigma
+    def all_steps(model, scheduler, images, noise, strength):
+        x = scheduler.add_noise(images, noise, scheduler.timesteps[:1])
         for t in scheduler.timesteps:
-            x = scheduler.step(model(x, t).sample, t, x).prev_sample
+            x = scheduler.step(model(scheduler.scale_model_input(x, t), t).sample, t, x).prev_sample
         return x
 
-    def no_feedback(model, scheduler, x):
-        out = x
-        for t in scheduler.timesteps:
-            out = scheduler.step(model(x, t).sample, t, x).prev_sample
-        return out
+    def stub(model, scheduler, images, noise, strength):
+        raise NotImplementedError
 
-    def reversed_order(model, scheduler, x):
-        for t in reversed(scheduler.timesteps):
-            x = scheduler.step(model(x, t).sample, t, x).prev_sample
-        return x
-
-    assert check_sampling_loop(right)
-    assert "EulerDiscreteScheduler" in repr(check_sampling_loop(ddim_only))
-    assert "scale_model_input" in repr(check_sampling_loop(no_input_scaling))
-    assert "prev_sample" in repr(check_sampling_loop(no_feedback))
-    assert "order" in repr(check_sampling_loop(reversed_order))
-    assert "never called" in repr(check_sampling_loop(lambda model, scheduler, x: x))
+    assert check_sdedit(right)
+    assert "not from pure noise" in repr(check_sdedit(from_pure_noise))
+    assert "not to the schedule's first" in repr(check_sdedit(noised_to_first))
+    assert "EulerDiscreteScheduler needs it" in repr(check_sdedit(no_input_scaling))
+    assert "strength 0" in repr(check_sdedit(all_steps))
+    assert "NotImplementedError" in repr(check_sdedit(stub))
+    assert "should be called at" in repr(check_sdedit(lambda m, s, images, noise, strength: images))
 
 
 def test_check_ema_update():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from diffusers import DDPMScheduler
 
 import course_utils.checks as checks
 from course_utils.grade import check_call, grade_notebook, main as grade_main
@@ -129,3 +130,40 @@ def test_grading_a_notebook_without_exercises_says_so(tmp_path):
     nbformat.write(nb, tmp_path / "empty.ipynb")
     [grade] = grade_notebook(tmp_path / "empty.ipynb")
     assert grade.result == "error" and "no exercise cells" in grade.message
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_published_solution_passes_its_check(path):
+    """The folded solution after each exercise cell is right: its check accepts it."""
+    nb = nbformat.read(path, as_version=4)
+    exercises = exercise_cells(nb)
+    tested = 0
+    for cell in exercises:
+        index = nb.cells.index(cell)
+        # the solution block is in the markdown that follows the exercise cell, before the next code cell
+        following = []
+        for later in nb.cells[index + 1:]:
+            if later.cell_type == "code":
+                break
+            following += [code for block in solution_blocks(later.source) for code in PYTHON_BLOCK.findall(block)]
+        if not following:
+            continue  # a solution in words (e.g. reading a measured table)
+        call = check_call(cell.source)
+        namespace = dict(CHAPTER_OBJECTS)
+        exec(_imports(nb), namespace)
+        stub = [node for node in ast.parse(cell.source).body if ast.unparse(node) != ast.unparse(call)]
+        exec(compile(ast.Module(body=stub, type_ignores=[]), path.name, "exec"), namespace)
+        namespace["ddpm_scheduler"] = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")  # chapter 1's
+        for code in following:  # the solution replaces the stub's definitions
+            try:
+                exec(compile(code, f"{path.name} solution", "exec"), namespace)
+            except NameError:  # a demo line that needs the chapter's objects: keep the definitions only
+                definitions = [node for node in ast.parse(code).body
+                               if isinstance(node, (ast.FunctionDef, ast.Import, ast.ImportFrom))]
+                exec(compile(ast.Module(body=definitions, type_ignores=[]), f"{path.name} solution", "exec"),
+                     namespace)
+        arguments = [eval(compile(ast.Expression(arg), "<arg>", "eval"), namespace) for arg in call.args]
+        result = getattr(checks, call.func.id)(*arguments)
+        assert result, f"{path.name}: the published solution fails {call.func.id}: {result}"
+        tested += 1
+    assert tested >= 2, f"{path.name}: only {tested} solutions with code were checked"
