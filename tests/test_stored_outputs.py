@@ -1,5 +1,7 @@
 """The committed notebooks hold one clean, full-budget run made by `python -m course_utils.execute`."""
 
+import base64
+import io
 import json
 import re
 from pathlib import Path
@@ -73,17 +75,31 @@ def test_clean_drops_widgets_and_editor_metadata():
     assert [o.output_type for o in cleaned.cells[0].outputs] == ["stream"]
 
 
-# Chapters whose code has been brought within the page width (88 characters); the others join as they are rebuilt.
-FITS_THE_PAGE = ["01_noise_and_schedules.ipynb", "02_basic_unet_mnist.ipynb", "03_butterflies_unet2d.ipynb",
-                 "04_ddpm_from_scratch.ipynb"]
-
-
-@pytest.mark.parametrize("name", FITS_THE_PAGE)
-def test_chapter_code_lines_fit_the_page(name):
-    nb = nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / name, as_version=4)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_code_lines_fit_the_page(path):
+    nb = nbformat.read(path, as_version=4)
     long_lines = [line for cell in nb.cells if cell.cell_type == "code"
                   for line in cell.source.splitlines() if len(line) > 88]
-    assert not long_lines, f"{name}: {len(long_lines)} code lines longer than 88 characters: {long_lines[:3]}"
+    assert not long_lines, f"{path.name}: {len(long_lines)} code lines longer than 88 characters: {long_lines[:3]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_figures_fit_the_page(path):
+    """About 7 inches wide at the figure's own dpi, so that its text shows at the size it was set in."""
+    from PIL import Image
+
+    nb = nbformat.read(path, as_version=4)
+    too_wide = []
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png is None:
+                continue
+            image = Image.open(io.BytesIO(base64.b64decode(png)))
+            dpi = image.info.get("dpi", (100, 100))[0]
+            if image.width / dpi > 7.5:
+                too_wide.append(f"cell {index}: {image.width / dpi:.1f} in")
+    assert not too_wide, f"{path.name}: figures wider than the page: {too_wide}"
 
 
 def _printed(notebook: str) -> str:
