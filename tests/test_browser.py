@@ -47,6 +47,10 @@ PAGE_REPORT = """
     colab: [...document.querySelectorAll("a[href*='colab.research.google.com']")].map(a => a.href),
     overflowing_blocks: wide,
     page_overflow: document.documentElement.scrollWidth > window.innerWidth + 2,
+    wide_elements: [...document.querySelectorAll("main *")]
+      .filter(el => !el.closest("mjx-assistive-mml") && el.getBoundingClientRect().width > 0
+        && el.getBoundingClientRect().right > window.innerWidth + 2)
+      .slice(0, 3).map(el => `${el.tagName.toLowerCase()}.${el.className}: ${el.textContent.slice(0, 60)}`),
   });
 })()
 """
@@ -196,6 +200,8 @@ def test_every_page_loads_cleanly(site, browser):
                             f"page, e.g. {report['overflowing_blocks'][:2]}")
         if report["page_overflow"]:
             problems.append(f"{page}: the page scrolls sideways")
+        if report["wide_elements"]:
+            problems.append(f"{page}: content wider than the window {report['wide_elements']}")
         stem = Path(page).stem
         if stem in chapters:
             expected = f"blob/main/notebooks/{stem}.ipynb"
