@@ -189,33 +189,22 @@ def test_check_sdedit():
             x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
         return x
 
-    def from_pure_noise(model, scheduler, images, noise, strength):
-        n_kept = round(strength * len(scheduler.timesteps))
-        if n_kept == 0:
-            return images
-        x = noise * scheduler.init_noise_sigma
-        for t in scheduler.timesteps[len(scheduler.timesteps) - n_kept:]:
-            x = scheduler.step(model(scheduler.scale_model_input(x, t), t).sample, t, x).prev_sample
-        return x
-
-    def noised_to_first(model, scheduler, images, noise, strength):
-        n_kept = round(strength * len(scheduler.timesteps))
-        if n_kept == 0:
-            return images
-        x = scheduler.add_noise(images, noise, scheduler.timesteps[:1])
-        for t in scheduler.timesteps[len(scheduler.timesteps) - n_kept:]:
-            x = scheduler.step(model(scheduler.scale_model_input(x, t), t).sample, t, x).prev_sample
-        return x
-
-    def no_input_scaling(model, scheduler, images, noise, strength):
-        n_kept = round(strength * len(scheduler.timesteps))
-        if n_kept == 0:
-            return images
-        timesteps = scheduler.timesteps[len(scheduler.timesteps) - n_kept:]
-        x = scheduler.add_noise(images, noise, timesteps[:1])
-        for t in timesteps:
-            x = scheduler.step(model(x, t).sample, t, x).prev_sample
-        return x
+    def wrong(start="images", first_kept=True, scale_input=True):
+        """An answer with one of the usual mistakes."""
+        def sdedit(model, scheduler, images, noise, strength):
+            n_kept = round(strength * len(scheduler.timesteps))
+            if n_kept == 0:
+                return images
+            timesteps = scheduler.timesteps[len(scheduler.timesteps) - n_kept:]
+            if start == "noise":
+                x = noise * scheduler.init_noise_sigma
+            else:
+                x = scheduler.add_noise(images, noise, timesteps[:1] if first_kept else scheduler.timesteps[:1])
+            for t in timesteps:
+                model_input = scheduler.scale_model_input(x, t) if scale_input else x
+                x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
+            return x
+        return sdedit
 
     def all_steps(model, scheduler, images, noise, strength):
         x = scheduler.add_noise(images, noise, scheduler.timesteps[:1])
@@ -227,9 +216,9 @@ def test_check_sdedit():
         raise NotImplementedError
 
     assert check_sdedit(right)
-    assert "not from pure noise" in repr(check_sdedit(from_pure_noise))
-    assert "not to the schedule's first" in repr(check_sdedit(noised_to_first))
-    assert "EulerDiscreteScheduler needs it" in repr(check_sdedit(no_input_scaling))
+    assert "not from pure noise" in repr(check_sdedit(wrong(start="noise")))
+    assert "not to the schedule's first" in repr(check_sdedit(wrong(first_kept=False)))
+    assert "EulerDiscreteScheduler needs it" in repr(check_sdedit(wrong(scale_input=False)))
     assert "strength 0" in repr(check_sdedit(all_steps))
     assert "NotImplementedError" in repr(check_sdedit(stub))
     assert "should be called at" in repr(check_sdedit(lambda m, s, images, noise, strength: images))
