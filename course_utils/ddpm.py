@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .budget import set_seed
+from .data import cache_dir
 
 
 def linear_beta_schedule(T: int, beta_start: float = 1e-4,
@@ -214,10 +216,24 @@ def forever(dataloader):
         yield from dataloader
 
 
+def ema_copy(model: nn.Module, ema: EMAModel) -> nn.Module:
+    """A copy of model, in eval mode, carrying the EMA weights."""
+    ema_model = copy.deepcopy(model).eval()
+    ema.copy_to(ema_model.parameters())
+    return ema_model
+
+
 def train_ddpm(model: nn.Module, dataloader, alphas_cumprod: torch.Tensor, n_steps: int,
                loss_type: str = "l2", lr: float = 2e-3, ema_decay: float = 0.995,
-               use_bf16: bool = False, seed: int = 0) -> tuple[list[float], nn.Module]:
+               use_bf16: bool = False, seed: int = 0,
+               loss_fn: Callable[[nn.Module, dict], torch.Tensor] | None = None,
+               on_step: Callable[[int, nn.Module, EMAModel], None] | None = None,
+               desc: str | None = None) -> tuple[list[float], nn.Module]:
     """Algorithm 1 with AdamW, warm-up + cosine LR and clipping; returns losses, EMA."""
+    if loss_fn is None:  # loss_fn(model, batch) → loss: later chapters bring their own
+        loss_fn = lambda model, batch: ddpm_loss(  # noqa: E731
+            model, batch["images"], alphas_cumprod, loss_type)
+        desc = desc or f"training ({loss_type})"
     set_seed(seed)  # the timesteps and the noise
     dataloader.generator.manual_seed(seed)  # the order of the batches
     device = next(model.parameters()).device
@@ -228,10 +244,11 @@ def train_ddpm(model: nn.Module, dataloader, alphas_cumprod: torch.Tensor, n_ste
     ema = EMAModel(model.parameters(), decay=ema_decay)
     losses = []
     batches = forever(dataloader)
-    for _ in tqdm(range(n_steps), desc=f"training ({loss_type})"):
-        x0 = next(batches)["images"].to(device)
+    for step in tqdm(range(1, n_steps + 1), desc=desc or "training"):
+        batch = {name: value.to(device) if torch.is_tensor(value) else value
+                 for name, value in next(batches).items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = ddpm_loss(model, x0, alphas_cumprod, loss_type)
+            loss = loss_fn(model, batch)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -239,9 +256,10 @@ def train_ddpm(model: nn.Module, dataloader, alphas_cumprod: torch.Tensor, n_ste
         lr_scheduler.step()
         ema.step(model.parameters())
         losses.append(loss.item())
-    ema_model = copy.deepcopy(model).eval()
-    ema.copy_to(ema_model.parameters())
-    return losses, ema_model
+        if on_step is not None:  # on_step(step, model, ema): e.g. measure as you go
+            on_step(step, model, ema)
+            model.train()
+    return losses, ema_copy(model, ema)
 
 
 def reverse_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int,
@@ -314,4 +332,19 @@ def solver_sample(model: nn.Module, scheduler, n_images: int, n_steps: int,
     return ((torch.cat(batches) + 1) / 2).clamp(0, 1)  # [-1, 1] → [0, 1]
 
 
-__all__ = ["linear_beta_schedule", "quadratic_beta_schedule", "cosine_beta_schedule", "sigmoid_beta_schedule", "q_sample", "timestep_embedding", "ResBlock", "ConvNeXtBlock", "SelfAttention", "TimeUNet", "ddpm_loss", "forever", "train_ddpm", "reverse_step", "p_sample_loop", "solver_sample"]
+def load_or_train_time_unet(dataloader, alphas_cumprod: torch.Tensor, n_steps: int,
+                            use_bf16: bool = False, device="cpu") -> nn.Module:
+    """This chapter's EMA model from the course cache; if absent, trained as above."""
+    model = TimeUNet().to(device)
+    path = cache_dir("ch04_time_unet") / "ema_model.pt"
+    if path.is_file():
+        model.load_state_dict(torch.load(path, map_location=device))
+        print("chapter 4's EMA model, from the course cache")
+        return model.eval()
+    print(f"chapter 4's model is not in the cache: training it ({n_steps} steps)")
+    torch.manual_seed(0)  # the initial weights, as in chapter 4
+    return train_ddpm(TimeUNet().to(device), dataloader, alphas_cumprod, n_steps,
+                      use_bf16=use_bf16, seed=1)[1]
+
+
+__all__ = ["linear_beta_schedule", "quadratic_beta_schedule", "cosine_beta_schedule", "sigmoid_beta_schedule", "q_sample", "timestep_embedding", "ResBlock", "ConvNeXtBlock", "SelfAttention", "TimeUNet", "ddpm_loss", "forever", "ema_copy", "train_ddpm", "reverse_step", "p_sample_loop", "solver_sample", "load_or_train_time_unet"]

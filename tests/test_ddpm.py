@@ -129,6 +129,60 @@ def test_training_lowers_the_loss_and_sampling_gives_images_in_range():
     assert fast.shape == (5, 1, 8, 8) and fast.min() >= 0 and fast.max() <= 1
 
 
+def _small_run(n_steps: int = 6, **options) -> tuple[list[float], torch.nn.Module]:
+    dataloader = torch.utils.data.DataLoader(_Images(32), batch_size=8, shuffle=True,
+                                             generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = ddpm.TimeUNet(channels=(8, 16, 16), attention_levels=())
+    return ddpm.train_ddpm(model, dataloader, ALPHAS_CUMPROD, n_steps=n_steps, seed=0, **options)
+
+
+def test_train_ddpm_default_loss_is_ddpm_loss_and_a_loss_fn_replaces_it():
+    # chapters 5 and 6 pass their own loss: the default must be exactly chapter 4's, drawn in the same order
+    default_losses, default_ema = _small_run()
+    explicit_losses, explicit_ema = _small_run(
+        loss_fn=lambda model, batch: ddpm.ddpm_loss(model, batch["images"], ALPHAS_CUMPROD))
+    assert default_losses == explicit_losses
+    assert all(torch.equal(a, b) for a, b in zip(default_ema.parameters(), explicit_ema.parameters()))
+    seen = []
+
+    def zero_target(model, batch):
+        seen.append(batch["images"].shape)
+        t = torch.zeros(len(batch["images"]), dtype=torch.long)
+        return model(batch["images"], t).pow(2).mean()
+
+    other_losses, _ = _small_run(loss_fn=zero_target)
+    assert seen == [(8, 1, 8, 8)] * 6 and other_losses != default_losses
+
+
+def test_train_ddpm_calls_on_step_after_every_step_with_the_ema():
+    calls = []
+
+    def on_step(step, model, ema):
+        assert model.training  # from step 2 on: train_ddpm undid the eval() below
+        ema_model = ddpm.ema_copy(model, ema)
+        assert not ema_model.training and ema_model is not model
+        calls.append(step)
+        model.eval()  # as a hook that samples would
+
+    losses, ema_model = _small_run(on_step=on_step)
+    assert calls == [1, 2, 3, 4, 5, 6] and len(losses) == 6
+    assert losses == _small_run()[0]  # a hook that draws no random numbers changes nothing
+
+
+def test_load_or_train_time_unet_loads_the_saved_model_else_trains(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    dataloader = torch.utils.data.DataLoader(_Images(32), batch_size=8, shuffle=True,
+                                             generator=torch.Generator().manual_seed(0))
+    trained = ddpm.load_or_train_time_unet(dataloader, ALPHAS_CUMPROD, n_steps=2)
+    assert isinstance(trained, ddpm.TimeUNet) and not trained.training
+    assert not (tmp_path / "ch04_time_unet" / "ema_model.pt").exists()  # training does not save
+    torch.save(trained.state_dict(), tmp_path / "ch04_time_unet" / "ema_model.pt")
+    loaded = ddpm.load_or_train_time_unet(dataloader, ALPHAS_CUMPROD, n_steps=2)
+    assert not loaded.training
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()))
+
+
 def test_solver_sample_drives_deterministic_and_option_taking_schedulers():
     from diffusers import DDIMScheduler, HeunDiscreteScheduler
 
