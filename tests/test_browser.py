@@ -154,7 +154,9 @@ async def _load(port: int, url: str, screenshot: Path) -> tuple[dict, list[str]]
     screenshot.write_bytes(base64.b64decode(shot["result"]["data"]))
     connection.close()
     urllib.request.urlopen(f"http://127.0.0.1:{port}/json/close/{target['id']}", timeout=30)
-    return json.loads(result["result"]["result"]["value"]), errors
+    value = result["result"]["result"]["value"]
+    # the report is a JSON string; DevTools sometimes hands back the object itself
+    return (value if isinstance(value, dict) else json.loads(value)), errors
 
 
 def _collect(message: dict, errors: list[str]) -> None:
