@@ -335,7 +335,10 @@ def real_inception_features(name: str, image_size: int, n: int | None = None,
     from .data import data_source
 
     slug = "".join(c if c.isalnum() else "_" for c in f"{name}_{data_source(name)}")[:120]
-    path = cache_dir("inception_features") / f"{slug}_{image_size}px_{n or 'all'}.pt"
+    # key the cache by the number of images it holds, so n=None and n=len(dataset) share it
+    dataset_size = len(load_course_dataset(name, split="train"))
+    n = dataset_size if n is None else min(n, dataset_size)
+    path = cache_dir("inception_features") / f"{slug}_{image_size}px_{n}.pt"
     if path.is_file():
         return torch.load(path)
     features = inception_features(real_images(name, image_size, n), progress=progress)

@@ -162,3 +162,27 @@ def test_inception_fid_separates_real_images_from_noise():
     same_kind = frechet_distance(features[:12], features[12:24])
     different = frechet_distance(features[:12], features[24:])
     assert different > 2 * same_kind
+
+
+def test_real_inception_features_share_one_cache_for_all_and_for_the_full_count(
+        data_dir, tmp_path, monkeypatch):
+    """n=None and n=len(dataset) are the same images: the second call must hit the cache."""
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    computed = []
+
+    def fake_features(images, progress=True):
+        computed.append(len(images))
+        return torch.arange(len(images), dtype=torch.float32)[:, None].repeat(1, 4)
+
+    monkeypatch.setattr(metrics, "real_images",
+                        lambda name, size, n=None: torch.zeros(n or 0, 3, size, size))
+    name = "huggan/smithsonian_butterflies_subset"
+    size = len(metrics.load_course_dataset(name, split="train"))
+    monkeypatch.setattr(metrics, "inception_features", fake_features)
+    everything = metrics.real_inception_features(name, 8, n=None, progress=False)
+    again = metrics.real_inception_features(name, 8, n=size, progress=False)
+    more = metrics.real_inception_features(name, 8, n=size + 10, progress=False)
+    assert computed == [size]  # one computation, two cache hits
+    assert torch.equal(everything, again) and torch.equal(everything, more)
+    some = metrics.real_inception_features(name, 8, n=5, progress=False)
+    assert computed == [size, 5] and some.shape == (5, 4)
