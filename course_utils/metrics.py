@@ -1,18 +1,31 @@
-"""Sample quality for MNIST models: a small classifier, Fréchet distance in its features, "confident and balanced".
+"""Sample quality for MNIST models: a small classifier, Fréchet distance in its features, with spreads.
 
 The chapters print these figures beside the samples they show, and `benchmarks/` uses them to choose recipes.
 Chapter 5 writes the Fréchet distance from scratch and checks it against `frechet_distance` here.
 
 * The classifier is a small CNN trained once on the MNIST training set (about half a minute on two CPU cores) and
   cached in `COURSE_CACHE_DIR`; its 128 penultimate activations are the features.
-* The Fréchet distance between two sets of features is that of two Gaussians fitted to them:
-  ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))``. It grows with fewer samples even between two real sets,
-  so `mnist_sample_quality` divides it by the distance between real training and real test digits at the same N.
+* The Fréchet distance (FD) between two sets of features is that of two Gaussians fitted to them:
+  ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))`` (Heusel et al. 2017, eq. 6 of their appendix).
+* **References are random draws.** MNIST's test file is ordered by writer population (its first 5,000 digits come
+  from NIST's SD-3 writers, the last 5,000 from SD-1's), so "the first n test digits" is a biased reference.
+  `score_mnist_samples` draws every reference set at random (seeded) from the whole test split, several times, and
+  reports each figure as an `Estimate`: the mean and the standard deviation over those draws, with N.
+* **The floor.** FD is biased upwards at small N, even between two sets from one distribution. The floor is the
+  FD between two disjoint random draws of N test digits; `fd_over_floor` divides by it at the same N and the same
+  reference draw. 1 means "as far from real test digits as other, unseen real test digits are, at this N, in this
+  classifier's features"; it does not mean the samples are as varied as real digits, nor that they are new ones.
+* `compare` says whether two estimates differ by more than twice their spread, or are level within the noise.
+
+`mnist_sample_quality` is the earlier measure (the first N test digits as reference, real *training* digits as
+the denominator; both biased, see above). It is kept only so that chapters still stored with it reproduce; new
+code uses `score_mnist_samples`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,7 +84,11 @@ def check_mnist_images(images: object, name: str = "images") -> torch.Tensor:
 
 
 def mnist_tensors(split: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n` MNIST images of `split` as a (n, 1, 28, 28) float tensor in [0, 1], and their labels."""
+    """The first `n` MNIST images of `split` as a (n, 1, 28, 28) float tensor in [0, 1], and their labels.
+
+    The files are in their original order, which is not random (the test split's first 5,000 digits come from
+    other writers than its last 5,000): draw reference sets with `random_draws`, not as the first n.
+    """
     dataset = load_course_dataset("ylecun/mnist", split=split)
     if n is not None:
         if n < 1 or n > len(dataset):
@@ -213,7 +230,7 @@ def confident_and_balanced(probs: torch.Tensor, threshold: float = 0.9) -> Confi
 
 @dataclass
 class SampleQuality:
-    """What `mnist_sample_quality` measured; prints as a short report."""
+    """What the earlier, biased `mnist_sample_quality` measured (kept for chapters stored with it)."""
 
     n: int
     confidence: ConfidentAndBalanced
@@ -247,7 +264,12 @@ class SampleQuality:
 
 def mnist_sample_quality(samples: torch.Tensor, classifier: MnistClassifier | None = None,
                          threshold: float = 0.9) -> SampleQuality:
-    """Score N samples in [0, 1], shape (N, 1, 28, 28): confident share, class balance, Fréchet ratio at the same N."""
+    """The earlier measure, biased: kept only so that chapters stored with it reproduce. Use `score_mnist_samples`.
+
+    Scores N samples in [0, 1], shape (N, 1, 28, 28), against the *first* N test digits and divides by the FD of
+    training digits to those same digits. MNIST's test file is ordered by writer population, so both the
+    reference and the denominator are biased (the denominator about 5x at N = 2,000).
+    """
     samples = check_mnist_images(samples, "samples")
     n = len(samples)
     if n < 2 or n > 10_000:
@@ -265,10 +287,292 @@ def mnist_sample_quality(samples: torch.Tensor, classifier: MnistClassifier | No
                          frechet=frechet_distance(sample_features, test_features), real_frechet=real_frechet)
 
 
+# --- Figures with their spread: random reference draws, the test-vs-test floor, comparisons ----------------------
+
+SPREAD_DRAWS = 5  # independent reference draws behind every Estimate (the issue-23 minimum)
+DIFFERENCE_SDS = 2.0  # `compare` calls a difference real only beyond this many standard deviations
+
+
+def _round_to_spread(mean: float, std: float) -> str:
+    """`mean ± std`, the std to two significant figures and the mean to the same decimal place."""
+    if not math.isfinite(std) or std == 0:
+        return f"{mean:.4g} ± 0"
+    decimals = max(0, 1 - math.floor(math.log10(abs(std))))
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A measured figure: its mean and standard deviation over independent draws, and the N behind it.
+
+    `values` are the single measurements (one per reference draw, or per draw and sampling seed); `std` is their
+    standard deviation (ddof=1), the spread of *one* measurement, not the standard error of the mean. `keys`
+    name what each value was measured against, so that `compare` can pair two estimates measured on the same
+    draws. Prints as ``14.6 ± 0.9``; a format spec applies to both numbers: ``f"{e:.3f}"``.
+    """
+
+    values: tuple[float, ...]
+    n: int  # images in each set compared
+    keys: tuple | None = None  # one key per value, e.g. (sampling seed, reference draw seed)
+    spread_over: str = "reference draws"
+    fixed_std: float | None = None  # a spread known otherwise (e.g. binomial), for a single value
+
+    def __post_init__(self) -> None:
+        if len(self.values) == 0:
+            raise ValueError("an Estimate needs at least one value")
+        if self.keys is not None and len(self.keys) != len(self.values):
+            raise ValueError(f"keys must match values one to one, got {len(self.keys)} keys "
+                             f"for {len(self.values)} values")
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values))
+
+    @property
+    def std(self) -> float:
+        if self.fixed_std is not None:
+            return float(self.fixed_std)
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else 0.0
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return _round_to_spread(self.mean, self.std)
+        return f"{self.mean:{spec}} ± {self.std:{spec}}"
+
+    def __str__(self) -> str:
+        return format(self, "")
+
+    def __repr__(self) -> str:
+        return f"Estimate({self}, N = {self.n}, {len(self.values)} {self.spread_over})"
+
+    def __truediv__(self, other: "Estimate") -> "Estimate":
+        """Value by value: the ratio measured on each draw (both measured on the same draws, in order)."""
+        if not isinstance(other, Estimate) or len(other.values) != len(self.values) or other.n != self.n:
+            raise ValueError("divide only estimates measured on the same draws, at the same N")
+        return Estimate(tuple(a / b for a, b in zip(self.values, other.values)), self.n, self.keys,
+                        self.spread_over)
+
+    @staticmethod
+    def pool(estimates: "list[Estimate]") -> "Estimate":
+        """One estimate from several (e.g. one per sampling seed): all their values, so the spread covers both."""
+        if not estimates or len({e.n for e in estimates}) != 1:
+            raise ValueError("pool needs at least one estimate, all at the same N")
+        keys = None if any(e.keys is None for e in estimates) else tuple(k for e in estimates for k in e.keys)
+        return Estimate(tuple(v for e in estimates for v in e.values), estimates[0].n, keys,
+                        "sampling seeds × reference draws")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What `compare` found: the difference of the means, its spread and the verdict."""
+
+    difference: float  # mean of a minus mean of b
+    spread: float  # standard deviation of that difference
+    paired: bool
+    n: int
+    names: tuple[str, str] = ("A", "B")
+
+    @property
+    def differ(self) -> bool:
+        """True when |difference| exceeds DIFFERENCE_SDS spreads."""
+        return abs(self.difference) > DIFFERENCE_SDS * self.spread
+
+    def __str__(self) -> str:
+        a, b = self.names
+        how = "paired" if self.paired else "unpaired"
+        if not self.differ:
+            return (f"{a} and {b}: level within the noise at N = {self.n} "
+                    f"(difference {self.difference:+.3g}, spread {self.spread:.2g}, {how})")
+        lower, higher = (a, b) if self.difference < 0 else (b, a)
+        return (f"{lower} lower than {higher} by {abs(self.difference):.3g} at N = {self.n}, beyond "
+                f"{DIFFERENCE_SDS:g} × the spread {self.spread:.2g} ({how})")
+
+    __repr__ = __str__
+
+
+def compare(a: Estimate, b: Estimate, names: tuple[str, str] = ("A", "B")) -> Comparison:
+    """Do two estimates differ beyond their spread, or are they level within the noise?
+
+    * **Paired** when both were measured on the same draws (equal `keys`) with at least two sampling seeds among
+      them (the same starting noise and the same reference draws for both): the spread is the standard
+      deviation of the value-by-value differences, which covers the seeds' noise and cancels the references'.
+    * **Unpaired** otherwise. An estimate's spread covers only its reference draws, but its sample set is one
+      random draw too, and FD(S, R) treats S and R alike, so the samples add about as much noise again: the
+      spread of the difference is sqrt(2 (std_a² + std_b²)).
+
+    They differ when the means are more than DIFFERENCE_SDS (2) spreads apart. Raises ValueError for estimates
+    at different N (FD is biased by N, so those are not comparable) and TypeError for anything but Estimates.
+    """
+    if not isinstance(a, Estimate) or not isinstance(b, Estimate):
+        raise TypeError(f"compare takes two Estimates, got {type(a).__name__} and {type(b).__name__}")
+    if a.n != b.n:
+        raise ValueError(f"estimates at different N ({a.n} and {b.n}) are not comparable: FD grows as N shrinks")
+    seeds = {key[0] for key in a.keys} if a.keys is not None else set()
+    if a.keys == b.keys and len(seeds - {None}) >= 2:
+        differences = np.subtract(a.values, b.values)
+        return Comparison(float(differences.mean()), float(differences.std(ddof=1)), True, a.n, names)
+    return Comparison(a.mean - b.mean, math.sqrt(2 * (a.std ** 2 + b.std ** 2)), False, a.n, names)
+
+
+def random_draws(population: int, n: int, draws: int = SPREAD_DRAWS, seed: int = 0,
+                 parts: int = 1, exclude: object = ()) -> list[list[torch.Tensor]]:
+    """`draws` independent random draws, each of `parts` disjoint index sets of size n, from range(population).
+
+    Indices in `exclude` are never drawn (say, test digits scored as if they were samples). Each draw is a fresh
+    seeded permutation, so sets of different draws may overlap; the sets within one draw never do.
+    Raises ValueError when parts × n indices cannot be had.
+    """
+    allowed = torch.ones(population, dtype=torch.bool)
+    excluded = torch.as_tensor(list(exclude) if not isinstance(exclude, torch.Tensor) else exclude,
+                               dtype=torch.long)
+    if len(excluded):
+        allowed[excluded] = False
+    pool = allowed.nonzero().flatten()
+    if n < 2 or parts * n > len(pool):
+        raise ValueError(f"cannot draw {parts} disjoint set(s) of n = {n} from {len(pool)} available items "
+                         f"(need 2 <= n <= {len(pool) // parts})")
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    result = []
+    for draw in range(draws):
+        order = pool[torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed + draw))]
+        result.append([order[part * n:(part + 1) * n] for part in range(parts)])
+    return result
+
+
+def fd_to_random_draws(sample_features: torch.Tensor, real_features: torch.Tensor, draws: int = SPREAD_DRAWS,
+                       seed: int = 0, exclude: object = (), sample_seed: int | None = None) -> Estimate:
+    """FD of sample features (N, D) to `draws` random sets of N rows of `real_features` (M, D), as an Estimate.
+
+    Reference draw d is the first set of `random_draws(M, N, draws, seed, parts=2, exclude)[d]`, the same one
+    `fd_floor` measures its floor against, so the two divide draw by draw. Needs 2N <= M - len(exclude).
+    """
+    sample_features = _check_features(sample_features, "sample_features")
+    real_features = _check_features(real_features, "real_features")
+    n = len(sample_features)
+    sets = random_draws(len(real_features), n, draws, seed, parts=2, exclude=exclude)
+    values = tuple(frechet_distance(sample_features, real_features[reference]) for reference, _ in sets)
+    keys = tuple((sample_seed, seed + d) for d in range(draws)) if sample_seed is not None else None
+    return Estimate(values, n, keys)
+
+
+def fd_floor(real_features: torch.Tensor, n: int, draws: int = SPREAD_DRAWS, seed: int = 0,
+             exclude: object = ()) -> Estimate:
+    """The floor: FD between two disjoint random sets of n rows of `real_features`, over `draws` draws.
+
+    What a perfect model would score at this N (its samples would be one more draw of real data). The first set
+    of each draw is the reference `fd_to_random_draws` uses with the same seed.
+    """
+    real_features = _check_features(real_features, "real_features")
+    sets = random_draws(len(real_features), n, draws, seed, parts=2, exclude=exclude)
+    values = tuple(frechet_distance(real_features[other], real_features[reference]) for reference, other in sets)
+    return Estimate(values, n, tuple((None, seed + d) for d in range(draws)))
+
+_REAL_FEATURES: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def mnist_real_features(split: str, classifier: MnistClassifier) -> torch.Tensor:
+    """Classifier features (N, 128) of every digit of an MNIST split, in file order (kept in memory)."""
+    key = (id(classifier), split)
+    if key not in _REAL_FEATURES:
+        _REAL_FEATURES[key] = classifier_outputs(mnist_tensors(split)[0], classifier)[0]
+    return _REAL_FEATURES[key]
+
+
+def against_references(metric, sample_features: torch.Tensor, reference_sets: list[torch.Tensor],
+                       keys: tuple | None = None) -> Estimate:
+    """`metric(sample_features, reference)` for each reference set, as an Estimate (KID, precision, ...)."""
+    values = tuple(float(metric(sample_features, reference)) for reference in reference_sets)
+    return Estimate(values, len(sample_features), keys)
+
+
+@dataclass(frozen=True)
+class MnistScores:
+    """What `score_mnist_samples` measured, each figure with its spread over the reference draws."""
+
+    n: int
+    confidence: ConfidentAndBalanced
+    confident: Estimate  # confident share; spread: binomial, sqrt(p (1 - p) / N), over sample draws
+    fd: Estimate  # samples vs a random draw of N test digits
+    floor: Estimate  # test vs test: two disjoint random draws of N test digits
+    train_vs_test: Estimate  # N random training digits vs the same test draw
+    draws: int
+    seed: int
+
+    @property
+    def fd_over_floor(self) -> Estimate:
+        """FD of the samples as a multiple of the test-vs-test floor, draw by draw (1: as close as unseen real
+        digits are to each other at this N; below 1 is within the noise of 1, or the samples sit nearer the
+        reference's mean than real digits do)."""
+        return self.fd / self.floor
+
+    def summary(self) -> dict[str, float]:
+        """The figures as a flat dict (for tables and benchmark logs)."""
+        c = self.confidence
+        figures = {"n": self.n, "draws": self.draws, "confident": c.confident_share,
+                   "min_class_share": min(c.class_shares), "max_class_share": max(c.class_shares)}
+        for name in ("fd", "floor", "train_vs_test", "fd_over_floor"):
+            figures[name], figures[name + "_sd"] = getattr(self, name).mean, getattr(self, name).std
+        return figures
+
+    def __str__(self) -> str:
+        c = self.confidence
+        shares = " ".join(f"{100 * s:.0f}" for s in c.class_shares)
+        return (f"{self.n} samples; classifier features; {self.draws} random draws of {self.n} test digits "
+                f"(mean ± sd over draws):\n"
+                f"  confident (top class p >= {c.threshold}): {100 * c.confident_share:.1f} ± "
+                f"{100 * self.confident.std:.1f} %\n"
+                f"  digits 0-9 among them (%): {shares}"
+                f" ({'balanced' if c.balanced else 'unbalanced'}: each within 5-15 %)\n"
+                f"  FD to test digits {self.fd}; test-vs-test floor {self.floor}; "
+                f"training vs test {self.train_vs_test}\n"
+                f"  FD over the test-vs-test floor: {self.fd_over_floor}")
+
+    __repr__ = __str__
+
+
+def score_mnist_samples(samples: torch.Tensor, classifier: MnistClassifier | None = None,
+                        draws: int = SPREAD_DRAWS, seed: int = 0, threshold: float = 0.9,
+                        sample_seed: int | None = None, exclude_test: object = ()) -> MnistScores:
+    """Score N samples in [0, 1], shape (N, 1, 28, 28), against `draws` random draws of N real test digits.
+
+    For each draw d (seeded by seed + d): 2N test digits are drawn at random from the whole test split (minus
+    `exclude_test`), split into a reference R_d and a floor set F_d; the samples' FD to R_d, the floor FD(F_d, R_d)
+    and FD(N random training digits, R_d) are measured. Each figure is an `Estimate` over the draws. Give
+    `sample_seed` (the seed of the starting noise) to let `compare` pair two scores of the same noise.
+    N must lie in 2..5000 (two disjoint sets of N from the 10,000 test digits). Returns `MnistScores`.
+    """
+    samples = check_mnist_images(samples, "samples")
+    n = len(samples)
+    available = 10_000 - len(set(int(i) for i in exclude_test))
+    if n < 2 or 2 * n > available:
+        raise ValueError(f"need between 2 and {available // 2} samples (two disjoint sets of N from the "
+                         f"{available} test digits available), got {n}")
+    classifier = classifier if classifier is not None else load_mnist_classifier()
+    sample_features, probs = classifier_outputs(samples, classifier)
+    test_features = mnist_real_features("test", classifier)
+    train_features = mnist_real_features("train", classifier)
+    fd = fd_to_random_draws(sample_features, test_features, draws, seed, exclude_test, sample_seed)
+    floor = fd_floor(test_features, n, draws, seed, exclude_test)
+    references = [reference for reference, _ in random_draws(len(test_features), n, draws, seed, 2, exclude_test)]
+    train_fd = []
+    for draw, reference in enumerate(references):
+        generator = torch.Generator().manual_seed(10_000 + seed + draw)
+        train_index = torch.randperm(len(train_features), generator=generator)[:n]
+        train_fd.append(frechet_distance(train_features[train_index], test_features[reference]))
+    confidence = confident_and_balanced(probs.float(), threshold)
+    p = confidence.confident_share
+    binomial_sd = math.sqrt(p * (1 - p) / n)
+    confident = Estimate((p,), n, fixed_std=binomial_sd, spread_over="binomial sd over sample draws")
+    return MnistScores(n=n, confidence=confidence, confident=confident, fd=fd, floor=floor,
+                       train_vs_test=Estimate(tuple(train_fd), n, floor.keys), draws=draws, seed=seed)
+
+
 __all__ = ["MnistClassifier", "load_mnist_classifier", "train_mnist_classifier", "classifier_outputs",
            "frechet_distance", "confident_and_balanced", "ConfidentAndBalanced", "mnist_sample_quality",
-           "SampleQuality", "check_mnist_images", "mnist_tensors"]
-
+           "SampleQuality", "check_mnist_images", "mnist_tensors", "Estimate", "Comparison", "compare",
+           "random_draws", "fd_to_random_draws", "fd_floor", "mnist_real_features", "against_references", "MnistScores", "score_mnist_samples",
+           "SPREAD_DRAWS", "DIFFERENCE_SDS"]
 
 # --- Inception features for RGB images (chapter 3's emoji and butterflies) -----------------------------------------
 

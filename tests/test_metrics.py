@@ -112,22 +112,123 @@ def classifier(tmp_path_factory):
         yield metrics.load_mnist_classifier(progress=False)
 
 
-def test_the_cached_classifier_is_accurate_and_real_digits_score_as_real(classifier):
+def test_the_cached_classifier_is_accurate_and_held_out_real_digits_score_at_the_floor(classifier):
     assert classifier.test_accuracy >= metrics.MIN_TEST_ACCURACY
-    held_out = metrics.mnist_tensors("test", 1000)[0]  # scored against real test digits 0..499 below
-    quality = metrics.mnist_sample_quality(held_out[500:], classifier)
-    assert quality.confidence.confident_share > 0.9 and quality.confidence.balanced
-    assert quality.fd_ratio < 1.5  # other real digits are about as far from the test set as training digits
+    test_digits = metrics.mnist_tensors("test")[0]
+    held_out = metrics.random_draws(10_000, 500, draws=1, seed=123)[0][0]
+    scores = metrics.score_mnist_samples(test_digits[held_out], classifier, exclude_test=held_out)
+    assert scores.confidence.confident_share > 0.9 and scores.confidence.balanced
+    assert scores.floor.std > 0 and scores.fd.std > 0  # the draws differ, so the figures spread
+    # unseen real digits are one more draw of the test distribution: at the floor, within the noise
+    assert not metrics.compare(scores.fd, scores.floor).differ
+    assert abs(scores.fd_over_floor.mean - 1) < 2 * scores.fd_over_floor.std + 0.1
+    # training digits are real too, but another population than the test split's mix: not below the floor
+    assert scores.train_vs_test.mean > 0.8 * scores.floor.mean
 
 
 def test_sample_quality_rejects_noise_and_a_single_digit(classifier):
-    noise = metrics.mnist_sample_quality(torch.rand(500, 1, 28, 28), classifier)
-    assert noise.fd_ratio > 10 and not noise.confidence.balanced
+    noise = metrics.score_mnist_samples(torch.rand(500, 1, 28, 28), classifier)
+    assert noise.fd_over_floor.mean > 10 and not noise.confidence.balanced
     images, labels = metrics.mnist_tensors("test", 2000)
     ones = images[labels == 1][:200]
-    only_ones = metrics.mnist_sample_quality(ones, classifier)
+    only_ones = metrics.score_mnist_samples(ones, classifier)
     assert only_ones.confidence.confident_share > 0.9  # sure of every sample...
-    assert not only_ones.confidence.balanced and only_ones.fd_ratio > 5  # ...but all the same digit
+    assert not only_ones.confidence.balanced and only_ones.fd_over_floor.mean > 5  # ...but all the same digit
+
+
+def test_random_reference_draws_agree_where_first_n_and_last_n_do_not(classifier):
+    """The bias of the old reference: MNIST's test file is ordered by writer population."""
+    test_features = metrics.mnist_real_features("test", classifier)
+    train_features = metrics.mnist_real_features("train", classifier)
+    n = 2000
+    samples = train_features[torch.randperm(60_000, generator=torch.Generator().manual_seed(5))[:n]]
+    one_draw = metrics.fd_to_random_draws(samples, test_features, seed=0)
+    other_draw = metrics.fd_to_random_draws(samples, test_features, seed=100)
+    assert not metrics.compare(one_draw, other_draw).differ
+    # the old reference, the first n test digits, puts the same training digits far beyond that spread
+    first_n = metrics.frechet_distance(samples, test_features[:n])
+    assert first_n - one_draw.mean > 4 * one_draw.std
+    # and the first 2,000 test digits against 2,000 of the last 5,000: two populations, far above the floor
+    halves = metrics.frechet_distance(test_features[:n], test_features[5000:5000 + n])
+    floor = metrics.fd_floor(test_features, n)
+    assert halves > floor.mean + 4 * floor.std
+
+
+def test_compare_calls_two_real_sets_level_and_blurred_digits_different(classifier):
+    test_digits = metrics.mnist_tensors("test")[0]
+    set_a, set_b = metrics.random_draws(10_000, 500, draws=1, seed=7, parts=2)[0]
+    held_out = torch.cat([set_a, set_b])
+    score = lambda images: metrics.score_mnist_samples(images, classifier, exclude_test=held_out).fd  # noqa: E731
+    real_a, real_b = score(test_digits[set_a]), score(test_digits[set_b])
+    blurred = score(torch.nn.functional.avg_pool2d(test_digits[set_b], 3, stride=1, padding=1))
+    assert not metrics.compare(real_a, real_b).differ
+    assert "level within the noise" in str(metrics.compare(real_a, real_b))
+    verdict = metrics.compare(real_a, blurred, names=("real", "blurred"))
+    assert verdict.differ and str(verdict).startswith("real lower than blurred")
+
+
+def test_score_mnist_samples_says_what_n_it_needs(classifier):
+    with pytest.raises(ValueError, match="between 2 and 5000"):
+        metrics.score_mnist_samples(torch.rand(5001, 1, 28, 28), classifier)
+    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
+        metrics.score_mnist_samples(torch.rand(10, 28, 28), classifier)
+    with pytest.raises(ValueError, match=r"map \[-1, 1\] samples"):
+        metrics.score_mnist_samples(torch.rand(10, 1, 28, 28) * 2 - 1, classifier)
+
+
+def test_random_draws_are_seeded_disjoint_within_a_draw_and_skip_excluded():
+    draws = metrics.random_draws(100, 30, draws=5, seed=3, parts=3, exclude=range(10))
+    assert len(draws) == 5 and all(len(draw) == 3 for draw in draws)
+    for draw in draws:
+        together = torch.cat(draw)
+        assert len(set(together.tolist())) == 90 and together.min() >= 10
+    assert not torch.equal(draws[0][0], draws[1][0])  # each draw is a new permutation
+    again = metrics.random_draws(100, 30, draws=5, seed=3, parts=3, exclude=range(10))
+    assert all(torch.equal(a, b) for x, y in zip(draws, again) for a, b in zip(x, y))
+    first_n = metrics.random_draws(10_000, 1000, draws=1)[0][0]
+    assert first_n.float().mean() == pytest.approx(5000, rel=0.1)  # from the whole split, not its start
+    with pytest.raises(ValueError, match="cannot draw 3 disjoint set"):
+        metrics.random_draws(100, 31, parts=3, exclude=range(10))
+
+
+def test_estimate_prints_mean_and_spread_and_divides_draw_by_draw():
+    estimate = metrics.Estimate((14.0, 15.0, 14.5, 15.5, 14.0), n=500)
+    assert estimate.mean == pytest.approx(14.6)
+    assert estimate.std == pytest.approx(float(np.std([14.0, 15.0, 14.5, 15.5, 14.0], ddof=1)))
+    assert str(estimate) == "14.60 ± 0.65" and f"{estimate:.1f}" == "14.6 ± 0.7"
+    assert "N = 500" in repr(estimate)
+    ratio = estimate / metrics.Estimate((2.0, 3.0, 2.9, 3.1, 2.0), n=500)
+    assert ratio.values == pytest.approx((7.0, 5.0, 14.5 / 2.9, 5.0, 7.0))
+    with pytest.raises(ValueError, match="same draws"):
+        estimate / metrics.Estimate((1.0, 2.0), n=500)
+    with pytest.raises(ValueError, match="at least one value"):
+        metrics.Estimate((), n=5)
+
+
+def test_compare_pairs_only_on_shared_seeds_and_draws_and_refuses_different_n():
+    keys = tuple((seed, draw) for seed in (0, 1) for draw in (0, 1, 2))
+    a = metrics.Estimate((10.0, 11.0, 12.0, 10.5, 11.5, 12.5), 200, keys)
+    b = metrics.Estimate((10.5, 11.6, 12.4, 11.0, 12.1, 12.9), 200, keys)  # 0.4-0.6 above a, every time
+    paired = metrics.compare(a, b)
+    assert paired.paired and paired.differ
+    unpaired = metrics.compare(a, metrics.Estimate(b.values, 200))  # same numbers, no pairing: level
+    assert not unpaired.paired and not unpaired.differ
+    with pytest.raises(ValueError, match="different N"):
+        metrics.compare(a, metrics.Estimate(b.values, 500))
+    with pytest.raises(TypeError, match="two Estimates"):
+        metrics.compare(a, 11.0)
+
+
+def test_fd_floor_and_fd_to_random_draws_share_their_reference_sets():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(400, 3, generator=g)
+    samples = torch.randn(100, 3, generator=g) + 0.5
+    fd = metrics.fd_to_random_draws(samples, real, draws=3, seed=4)
+    floor = metrics.fd_floor(real, 100, draws=3, seed=4)
+    sets = metrics.random_draws(400, 100, draws=3, seed=4, parts=2)
+    assert fd.values == pytest.approx(tuple(metrics.frechet_distance(samples, real[r]) for r, _ in sets))
+    assert floor.values == pytest.approx(tuple(metrics.frechet_distance(real[o], real[r]) for r, o in sets))
+    assert fd.mean > 0.2 and floor.mean < 0.2  # a shift of 0.5 in each of 3 dimensions: |mu|^2 = 0.75
 
 
 def test_rgb_image_checks_say_what_is_wrong():
