@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,20 +84,25 @@ def check_mnist_images(images: object, name: str = "images") -> torch.Tensor:
     return images.clamp(0, 1)
 
 
+_DECODED: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def mnist_tensors(split: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` MNIST images of `split` as a (n, 1, 28, 28) float tensor in [0, 1], and their labels.
 
     The files are in their original order, which is not random (the test split's first 5,000 digits come from
-    other writers than its last 5,000): draw reference sets with `random_draws`, not as the first n.
+    other writers than its last 5,000): draw reference sets with `random_draws`, not as the first n. A split is
+    decoded once per process and kept; each call returns a fresh copy.
     """
-    dataset = load_course_dataset("ylecun/mnist", split=split)
-    if n is not None:
-        if n < 1 or n > len(dataset):
-            raise ValueError(f"n must lie in 1..{len(dataset)} for the {split!r} split, got {n}")
-        dataset = dataset.select(range(n))
-    arrays = dataset.with_format("numpy")[:]
-    images = torch.from_numpy(np.asarray(arrays["image"], dtype=np.float32) / 255.0).unsqueeze(1)
-    return images, torch.from_numpy(np.asarray(arrays["label"], dtype=np.int64))
+    if split not in _DECODED:
+        dataset = load_course_dataset("ylecun/mnist", split=split)
+        arrays = dataset.with_format("numpy")[:]
+        images = torch.from_numpy(np.asarray(arrays["image"], dtype=np.float32) / 255.0).unsqueeze(1)
+        _DECODED[split] = images, torch.from_numpy(np.asarray(arrays["label"], dtype=np.int64))
+    images, labels = _DECODED[split]
+    if n is not None and (n < 1 or n > len(images)):
+        raise ValueError(f"n must lie in 1..{len(images)} for the {split!r} split, got {n}")
+    return images[:n].clone(), labels[:n].clone()
 
 
 @torch.no_grad()
@@ -183,18 +189,31 @@ def _check_features(features: object, name: str) -> torch.Tensor:
 
 
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (N_a, D) and (N_b, D)."""
+    """Fréchet distance between Gaussians fitted to two feature sets (N_a, D) and (N_b, D).
+
+    ``|mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^(1/2))``, in float64. The last trace is computed the
+    cheaper of two exact ways: with D <= min(N_a, N_b), from the eigenvalues of S_a^(1/2) S_b S_a^(1/2) (symmetric,
+    so `eigh` is stable); with fewer images than dimensions (Inception's 2,048 features of a few hundred images),
+    as the sum of the singular values of A B^T / sqrt((N_a - 1)(N_b - 1)), A and B the centred features: S_a S_b
+    and (A B^T)(A B^T)^T share their non-zero eigenvalues. Raises ValueError/TypeError for bad shapes or dtypes.
+    """
     a, b = _check_features(features_a, "features_a"), _check_features(features_b, "features_b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"both feature sets need the same dimension, got {a.shape[1]} and {b.shape[1]}")
     mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
-    # tr((S_a S_b)^(1/2)) = tr((S_a^(1/2) S_b S_a^(1/2))^(1/2)): the inner matrix is symmetric, so eigh is stable
-    values, vectors = torch.linalg.eigh(cov_a)
-    sqrt_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
-    inner = sqrt_a @ cov_b @ sqrt_a
-    trace_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
-    distance = (mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt
+    centred_a, centred_b = a - mu_a, b - mu_b
+    trace_a = centred_a.square().sum() / (len(a) - 1)
+    trace_b = centred_b.square().sum() / (len(b) - 1)
+    if min(len(a), len(b)) < a.shape[1]:
+        cross = centred_a @ centred_b.T / math.sqrt((len(a) - 1) * (len(b) - 1))
+        trace_sqrt = torch.linalg.svdvals(cross).sum()
+    else:
+        cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+        values, vectors = torch.linalg.eigh(cov_a)
+        sqrt_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+        inner = sqrt_a @ cov_b @ sqrt_a
+        trace_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
+    distance = (mu_a - mu_b).square().sum() + trace_a + trace_b - 2 * trace_sqrt
     return max(float(distance), 0.0)
 
 
@@ -335,9 +354,15 @@ class Estimate:
         return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else 0.0
 
     def __format__(self, spec: str) -> str:
-        if not spec:
-            return _round_to_spread(self.mean, self.std)
-        return f"{self.mean:{spec}} ± {self.std:{spec}}"
+        """No spec: rounded to the spread. A precision and type (".3f") apply to both numbers; a fill, alignment
+        and width (">14") to the whole "mean ± sd" text, for printed tables; both combine (">14.2f")."""
+        match = re.fullmatch(r"(?P<layout>(?:.?[<>^])?\d*)(?P<number>(?:\.\d+)?[eEfFgG%]?)", spec)
+        if match is None:
+            raise ValueError(f"format spec {spec!r} not understood for an Estimate (try '.2f' or '>14')")
+        number = match["number"]
+        text = (f"{self.mean:{number}} ± {self.std:{number}}" if number
+                else _round_to_spread(self.mean, self.std))
+        return format(text, match["layout"])
 
     def __str__(self) -> str:
         return format(self, "")
@@ -551,15 +576,16 @@ def score_mnist_samples(samples: torch.Tensor, classifier: MnistClassifier | Non
     classifier = classifier if classifier is not None else load_mnist_classifier()
     sample_features, probs = classifier_outputs(samples, classifier)
     test_features = mnist_real_features("test", classifier)
-    train_features = mnist_real_features("train", classifier)
     fd = fd_to_random_draws(sample_features, test_features, draws, seed, exclude_test, sample_seed)
     floor = fd_floor(test_features, n, draws, seed, exclude_test)
     references = [reference for reference, _ in random_draws(len(test_features), n, draws, seed, 2, exclude_test)]
+    train_digits = mnist_tensors("train")[0]
     train_fd = []
     for draw, reference in enumerate(references):
         generator = torch.Generator().manual_seed(10_000 + seed + draw)
-        train_index = torch.randperm(len(train_features), generator=generator)[:n]
-        train_fd.append(frechet_distance(train_features[train_index], test_features[reference]))
+        train_index = torch.randperm(len(train_digits), generator=generator)[:n]
+        train_features = classifier_outputs(train_digits[train_index], classifier)[0]
+        train_fd.append(frechet_distance(train_features, test_features[reference]))
     confidence = confident_and_balanced(probs.float(), threshold)
     p = confidence.confident_share
     binomial_sd = math.sqrt(p * (1 - p) / n)
@@ -571,8 +597,8 @@ def score_mnist_samples(samples: torch.Tensor, classifier: MnistClassifier | Non
 __all__ = ["MnistClassifier", "load_mnist_classifier", "train_mnist_classifier", "classifier_outputs",
            "frechet_distance", "confident_and_balanced", "ConfidentAndBalanced", "mnist_sample_quality",
            "SampleQuality", "check_mnist_images", "mnist_tensors", "Estimate", "Comparison", "compare",
-           "random_draws", "fd_to_random_draws", "fd_floor", "mnist_real_features", "against_references", "MnistScores", "score_mnist_samples",
-           "SPREAD_DRAWS", "DIFFERENCE_SDS"]
+           "random_draws", "fd_to_random_draws", "fd_floor", "mnist_real_features", "against_references",
+           "MnistScores", "score_mnist_samples", "SPREAD_DRAWS", "DIFFERENCE_SDS"]
 
 # --- Inception features for RGB images (chapter 3's emoji and butterflies) -----------------------------------------
 

@@ -41,6 +41,15 @@ def test_frechet_distance_equals_a_direct_computation_on_correlated_features():
     assert metrics.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_frechet_distance_with_fewer_images_than_features_equals_the_direct_formula():
+    # 40 and 30 images of 64 features: the singular-value route, against the eigenvalues of S_a S_b
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(40, 64, generator=g) @ torch.randn(64, 64, generator=g)
+    b = torch.randn(30, 64, generator=g) @ torch.randn(64, 64, generator=g) + 0.5
+    assert metrics.frechet_distance(a, b) == pytest.approx(_direct_frechet(a, b), rel=1e-6)
+    assert metrics.frechet_distance(a, b) == pytest.approx(metrics.frechet_distance(b, a), rel=1e-9)
+
+
 def test_frechet_distance_rejects_bad_features():
     with pytest.raises(ValueError, match="same dimension"):
         metrics.frechet_distance(torch.randn(10, 3), torch.randn(10, 4))
@@ -139,9 +148,9 @@ def test_sample_quality_rejects_noise_and_a_single_digit(classifier):
 def test_random_reference_draws_agree_where_first_n_and_last_n_do_not(classifier):
     """The bias of the old reference: MNIST's test file is ordered by writer population."""
     test_features = metrics.mnist_real_features("test", classifier)
-    train_features = metrics.mnist_real_features("train", classifier)
     n = 2000
-    samples = train_features[torch.randperm(60_000, generator=torch.Generator().manual_seed(5))[:n]]
+    train_index = torch.randperm(60_000, generator=torch.Generator().manual_seed(5))[:n]
+    samples = metrics.classifier_outputs(metrics.mnist_tensors("train")[0][train_index], classifier)[0]
     one_draw = metrics.fd_to_random_draws(samples, test_features, seed=0)
     other_draw = metrics.fd_to_random_draws(samples, test_features, seed=100)
     assert not metrics.compare(one_draw, other_draw).differ
@@ -196,6 +205,10 @@ def test_estimate_prints_mean_and_spread_and_divides_draw_by_draw():
     assert estimate.mean == pytest.approx(14.6)
     assert estimate.std == pytest.approx(float(np.std([14.0, 15.0, 14.5, 15.5, 14.0], ddof=1)))
     assert str(estimate) == "14.60 ± 0.65" and f"{estimate:.1f}" == "14.6 ± 0.7"
+    assert f"{estimate:>14}" == "  14.60 ± 0.65"  # a width pads the whole text, for printed tables
+    assert f"{estimate:>13.1f}" == "   14.6 ± 0.7"
+    with pytest.raises(ValueError, match="not understood"):
+        f"{estimate:,d}"
     assert "N = 500" in repr(estimate)
     ratio = estimate / metrics.Estimate((2.0, 3.0, 2.9, 3.1, 2.0), n=500)
     assert ratio.values == pytest.approx((7.0, 5.0, 14.5 / 2.9, 5.0, 7.0))
