@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,16 @@ def check_mnist_images(images: object, name: str = "images") -> torch.Tensor:
 _DECODED: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
+def _decoded(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image (N, 1, 28, 28) in [0, 1] and label of a split, decoded once per process (not to be modified)."""
+    if split not in _DECODED:
+        dataset = load_course_dataset("ylecun/mnist", split=split)
+        arrays = dataset.with_format("numpy")[:]
+        images = torch.from_numpy(np.asarray(arrays["image"], dtype=np.float32) / 255.0).unsqueeze(1)
+        _DECODED[split] = images, torch.from_numpy(np.asarray(arrays["label"], dtype=np.int64))
+    return _DECODED[split]
+
+
 def mnist_tensors(split: str, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` MNIST images of `split` as a (n, 1, 28, 28) float tensor in [0, 1], and their labels.
 
@@ -94,12 +105,7 @@ def mnist_tensors(split: str, n: int | None = None) -> tuple[torch.Tensor, torch
     other writers than its last 5,000): draw reference sets with `random_draws`, not as the first n. A split is
     decoded once per process and kept; each call returns a fresh copy.
     """
-    if split not in _DECODED:
-        dataset = load_course_dataset("ylecun/mnist", split=split)
-        arrays = dataset.with_format("numpy")[:]
-        images = torch.from_numpy(np.asarray(arrays["image"], dtype=np.float32) / 255.0).unsqueeze(1)
-        _DECODED[split] = images, torch.from_numpy(np.asarray(arrays["label"], dtype=np.int64))
-    images, labels = _DECODED[split]
+    images, labels = _decoded(split)
     if n is not None and (n < 1 or n > len(images)):
         raise ValueError(f"n must lie in 1..{len(images)} for the {split!r} split, got {n}")
     return images[:n].clone(), labels[:n].clone()
@@ -326,8 +332,11 @@ class Estimate:
 
     `values` are the single measurements (one per reference draw, or per draw and sampling seed); `std` is their
     standard deviation (ddof=1), the spread of *one* measurement, not the standard error of the mean. `keys`
-    name what each value was measured against, so that `compare` can pair two estimates measured on the same
-    draws. Prints as ``14.6 ± 0.9``; a format spec applies to both numbers: ``f"{e:.3f}"``.
+    name what each value was measured against, (sampling seed, reference draw seed), so that `compare` can pair
+    two estimates measured on the same draws. `covers_samples` says whether the spread already includes the
+    noise of drawing the compared set itself (the floor, several sampling seeds, a binomial share) or only that of
+    the reference draws. Prints as ``14.6 ± 0.9``; a precision applies to both numbers (``f"{e:.3f}"``), a width
+    to the whole text (``f"{e:>14}"``).
     """
 
     values: tuple[float, ...]
@@ -335,6 +344,7 @@ class Estimate:
     keys: tuple | None = None  # one key per value, e.g. (sampling seed, reference draw seed)
     spread_over: str = "reference draws"
     fixed_std: float | None = None  # a spread known otherwise (e.g. binomial), for a single value
+    covers_samples: bool = False  # True when the spread includes the compared set's own sampling noise
 
     def __post_init__(self) -> None:
         if len(self.values) == 0:
@@ -374,8 +384,11 @@ class Estimate:
         """Value by value: the ratio measured on each draw (both measured on the same draws, in order)."""
         if not isinstance(other, Estimate) or len(other.values) != len(self.values) or other.n != self.n:
             raise ValueError("divide only estimates measured on the same draws, at the same N")
+        if self.keys is not None and other.keys is not None and \
+                [k[-1] for k in self.keys] != [k[-1] for k in other.keys]:
+            raise ValueError("divide only estimates measured on the same reference draws (their keys differ)")
         return Estimate(tuple(a / b for a, b in zip(self.values, other.values)), self.n, self.keys,
-                        self.spread_over)
+                        self.spread_over, covers_samples=self.covers_samples)
 
     @staticmethod
     def pool(estimates: "list[Estimate]") -> "Estimate":
@@ -384,7 +397,7 @@ class Estimate:
             raise ValueError("pool needs at least one estimate, all at the same N")
         keys = None if any(e.keys is None for e in estimates) else tuple(k for e in estimates for k in e.keys)
         return Estimate(tuple(v for e in estimates for v in e.values), estimates[0].n, keys,
-                        "sampling seeds × reference draws")
+                        "sampling seeds × reference draws", covers_samples=len(estimates) > 1)
 
 
 @dataclass(frozen=True)
@@ -415,28 +428,39 @@ class Comparison:
     __repr__ = __str__
 
 
+MIN_PAIRED_SEEDS = 3  # below this, the seed-to-seed spread of a difference is too poorly known to pair on
+
+
 def compare(a: Estimate, b: Estimate, names: tuple[str, str] = ("A", "B")) -> Comparison:
     """Do two estimates differ beyond their spread, or are they level within the noise?
 
-    * **Paired** when both were measured on the same draws (equal `keys`) with at least two sampling seeds among
-      them (the same starting noise and the same reference draws for both): the spread is the standard
-      deviation of the value-by-value differences, which covers the seeds' noise and cancels the references'.
-    * **Unpaired** otherwise. An estimate's spread covers only its reference draws, but its sample set is one
-      random draw too, and FD(S, R) treats S and R alike, so the samples add about as much noise again: the
-      spread of the difference is sqrt(2 (std_a² + std_b²)).
+    * **Paired** when both were measured on the same draws (equal `keys`) with at least MIN_PAIRED_SEEDS (3)
+      sampling seeds (the same starting noise and the same reference draws for both): the differences are first
+      averaged over the reference draws within each seed, which cancels the references' noise, and the spread is
+      the standard deviation of those per-seed differences over the seeds.
+    * **Unpaired** otherwise: the spreads add, sqrt(var_a + var_b). An estimate whose spread covers only its
+      reference draws (`covers_samples` False) counts twice its variance: its compared set is one random draw
+      too, and FD(S, R) treats S and R alike, so near the floor the set adds about as much noise again (a rough
+      rule further from it: score several sampling seeds and pool them for a spread that covers both).
 
-    They differ when the means are more than DIFFERENCE_SDS (2) spreads apart. Raises ValueError for estimates
-    at different N (FD is biased by N, so those are not comparable) and TypeError for anything but Estimates.
+    They differ when the means are more than DIFFERENCE_SDS (2) spreads apart: a rough two-sigma rule on the
+    spread of *one* measurement, conservative by design. Raises ValueError for estimates at different N (FD is
+    biased by N), or without a spread (one value and no known sd); TypeError for anything but Estimates.
     """
     if not isinstance(a, Estimate) or not isinstance(b, Estimate):
         raise TypeError(f"compare takes two Estimates, got {type(a).__name__} and {type(b).__name__}")
     if a.n != b.n:
         raise ValueError(f"estimates at different N ({a.n} and {b.n}) are not comparable: FD grows as N shrinks")
-    seeds = {key[0] for key in a.keys} if a.keys is not None else set()
-    if a.keys == b.keys and len(seeds - {None}) >= 2:
-        differences = np.subtract(a.values, b.values)
-        return Comparison(float(differences.mean()), float(differences.std(ddof=1)), True, a.n, names)
-    return Comparison(a.mean - b.mean, math.sqrt(2 * (a.std ** 2 + b.std ** 2)), False, a.n, names)
+    for name, estimate in zip(names, (a, b)):
+        if len(estimate.values) < 2 and estimate.fixed_std is None:
+            raise ValueError(f"{name} has a single value and no spread: measure it on several reference draws")
+    seeds = sorted({key[0] for key in a.keys if key[0] is not None}) if a.keys is not None else []
+    if a.keys == b.keys and len(seeds) >= MIN_PAIRED_SEEDS:
+        per_seed = [np.mean([va - vb for key, va, vb in zip(a.keys, a.values, b.values) if key[0] == seed])
+                    for seed in seeds]
+        return Comparison(float(np.mean(per_seed)), float(np.std(per_seed, ddof=1)), True, a.n, names)
+    variance = sum(e.std ** 2 * (1 if e.covers_samples else 2) for e in (a, b))
+    return Comparison(a.mean - b.mean, math.sqrt(variance), False, a.n, names)
 
 
 def random_draws(population: int, n: int, draws: int = SPREAD_DRAWS, seed: int = 0,
@@ -449,7 +473,10 @@ def random_draws(population: int, n: int, draws: int = SPREAD_DRAWS, seed: int =
     """
     allowed = torch.ones(population, dtype=torch.bool)
     excluded = torch.as_tensor(list(exclude) if not isinstance(exclude, torch.Tensor) else exclude,
-                               dtype=torch.long)
+                               dtype=torch.long).flatten()
+    if len(excluded) and (excluded.min() < 0 or excluded.max() >= population):
+        raise ValueError(f"exclude must hold indices in 0..{population - 1}, got values from "
+                         f"{int(excluded.min())} to {int(excluded.max())}")
     if len(excluded):
         allowed[excluded] = False
     pool = allowed.nonzero().flatten()
@@ -491,17 +518,19 @@ def fd_floor(real_features: torch.Tensor, n: int, draws: int = SPREAD_DRAWS, see
     real_features = _check_features(real_features, "real_features")
     sets = random_draws(len(real_features), n, draws, seed, parts=2, exclude=exclude)
     values = tuple(frechet_distance(real_features[other], real_features[reference]) for reference, other in sets)
-    return Estimate(values, n, tuple((None, seed + d) for d in range(draws)))
+    return Estimate(values, n, tuple((None, seed + d) for d in range(draws)), covers_samples=True)
 
-_REAL_FEATURES: dict[tuple[int, str], torch.Tensor] = {}
+_REAL_FEATURES: "weakref.WeakKeyDictionary[MnistClassifier, dict[str, torch.Tensor]]" = \
+    weakref.WeakKeyDictionary()
 
 
 def mnist_real_features(split: str, classifier: MnistClassifier) -> torch.Tensor:
-    """Classifier features (N, 128) of every digit of an MNIST split, in file order (kept in memory)."""
-    key = (id(classifier), split)
-    if key not in _REAL_FEATURES:
-        _REAL_FEATURES[key] = classifier_outputs(mnist_tensors(split)[0], classifier)[0]
-    return _REAL_FEATURES[key]
+    """Classifier features (N, 128) of every digit of an MNIST split, in file order (kept while the classifier
+    lives; the training split's 60,000 take about half a minute on a CPU)."""
+    features = _REAL_FEATURES.setdefault(classifier, {})
+    if split not in features:
+        features[split] = classifier_outputs(_decoded(split)[0], classifier)[0]
+    return features[split]
 
 
 def against_references(metric, sample_features: torch.Tensor, reference_sets: list[torch.Tensor],
@@ -527,14 +556,16 @@ class MnistScores:
     @property
     def fd_over_floor(self) -> Estimate:
         """FD of the samples as a multiple of the test-vs-test floor, draw by draw (1: as close as unseen real
-        digits are to each other at this N; below 1 is within the noise of 1, or the samples sit nearer the
-        reference's mean than real digits do)."""
+        digits are to each other at this N). Below 1 is within the noise of 1, or the samples are *less varied*
+        than real digits: FD's small-N bias grows with the spread of the sets, so a narrower set can undercut
+        the floor. Read it beside precision and recall, never as "better than real"."""
         return self.fd / self.floor
 
     def summary(self) -> dict[str, float]:
         """The figures as a flat dict (for tables and benchmark logs)."""
         c = self.confidence
         figures = {"n": self.n, "draws": self.draws, "confident": c.confident_share,
+                   "confident_sd": self.confident.std,
                    "min_class_share": min(c.class_shares), "max_class_share": max(c.class_shares)}
         for name in ("fd", "floor", "train_vs_test", "fd_over_floor"):
             figures[name], figures[name + "_sd"] = getattr(self, name).mean, getattr(self, name).std
@@ -579,7 +610,7 @@ def score_mnist_samples(samples: torch.Tensor, classifier: MnistClassifier | Non
     fd = fd_to_random_draws(sample_features, test_features, draws, seed, exclude_test, sample_seed)
     floor = fd_floor(test_features, n, draws, seed, exclude_test)
     references = [reference for reference, _ in random_draws(len(test_features), n, draws, seed, 2, exclude_test)]
-    train_digits = mnist_tensors("train")[0]
+    train_digits = _decoded("train")[0]
     train_fd = []
     for draw, reference in enumerate(references):
         generator = torch.Generator().manual_seed(10_000 + seed + draw)
@@ -589,7 +620,8 @@ def score_mnist_samples(samples: torch.Tensor, classifier: MnistClassifier | Non
     confidence = confident_and_balanced(probs.float(), threshold)
     p = confidence.confident_share
     binomial_sd = math.sqrt(p * (1 - p) / n)
-    confident = Estimate((p,), n, fixed_std=binomial_sd, spread_over="binomial sd over sample draws")
+    confident = Estimate((p,), n, fixed_std=binomial_sd, spread_over="binomial sd over sample draws",
+                         covers_samples=True)
     return MnistScores(n=n, confidence=confidence, confident=confident, fd=fd, floor=floor,
                        train_vs_test=Estimate(tuple(train_fd), n, floor.keys), draws=draws, seed=seed)
 
@@ -598,7 +630,7 @@ __all__ = ["MnistClassifier", "load_mnist_classifier", "train_mnist_classifier",
            "frechet_distance", "confident_and_balanced", "ConfidentAndBalanced", "mnist_sample_quality",
            "SampleQuality", "check_mnist_images", "mnist_tensors", "Estimate", "Comparison", "compare",
            "random_draws", "fd_to_random_draws", "fd_floor", "mnist_real_features", "against_references",
-           "MnistScores", "score_mnist_samples", "SPREAD_DRAWS", "DIFFERENCE_SDS"]
+           "MnistScores", "score_mnist_samples", "SPREAD_DRAWS", "DIFFERENCE_SDS", "MIN_PAIRED_SEEDS"]
 
 # --- Inception features for RGB images (chapter 3's emoji and butterflies) -----------------------------------------
 

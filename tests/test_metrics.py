@@ -1,3 +1,4 @@
+import math
 import os
 from pathlib import Path
 
@@ -198,6 +199,8 @@ def test_random_draws_are_seeded_disjoint_within_a_draw_and_skip_excluded():
     assert first_n.float().mean() == pytest.approx(5000, rel=0.1)  # from the whole split, not its start
     with pytest.raises(ValueError, match="cannot draw 3 disjoint set"):
         metrics.random_draws(100, 31, parts=3, exclude=range(10))
+    with pytest.raises(ValueError, match=r"exclude must hold indices in 0\.\.99"):
+        metrics.random_draws(100, 10, exclude=[-1])
 
 
 def test_estimate_prints_mean_and_spread_and_divides_draw_by_draw():
@@ -214,22 +217,41 @@ def test_estimate_prints_mean_and_spread_and_divides_draw_by_draw():
     assert ratio.values == pytest.approx((7.0, 5.0, 14.5 / 2.9, 5.0, 7.0))
     with pytest.raises(ValueError, match="same draws"):
         estimate / metrics.Estimate((1.0, 2.0), n=500)
+    keys = tuple((None, d) for d in range(5))
+    with pytest.raises(ValueError, match="same reference draws"):
+        metrics.Estimate(estimate.values, 500, keys) / metrics.Estimate(estimate.values, 500,
+                                                                        tuple((None, d + 1) for d in range(5)))
     with pytest.raises(ValueError, match="at least one value"):
         metrics.Estimate((), n=5)
 
 
-def test_compare_pairs_only_on_shared_seeds_and_draws_and_refuses_different_n():
-    keys = tuple((seed, draw) for seed in (0, 1) for draw in (0, 1, 2))
+def test_compare_pairs_only_on_three_shared_seeds_and_refuses_what_it_cannot_judge():
+    keys = tuple((seed, draw) for seed in (0, 1, 2) for draw in (0, 1))
     a = metrics.Estimate((10.0, 11.0, 12.0, 10.5, 11.5, 12.5), 200, keys)
     b = metrics.Estimate((10.5, 11.6, 12.4, 11.0, 12.1, 12.9), 200, keys)  # 0.4-0.6 above a, every time
     paired = metrics.compare(a, b)
     assert paired.paired and paired.differ
+    assert paired.difference == pytest.approx(-0.5)  # per-seed means -0.55, -0.45, -0.5
     unpaired = metrics.compare(a, metrics.Estimate(b.values, 200))  # same numbers, no pairing: level
     assert not unpaired.paired and not unpaired.differ
+    two_seeds = tuple((seed, draw) for seed in (0, 1) for draw in (0, 1, 2))
+    assert not metrics.compare(metrics.Estimate(a.values, 200, two_seeds),
+                               metrics.Estimate(b.values, 200, two_seeds)).paired
     with pytest.raises(ValueError, match="different N"):
         metrics.compare(a, metrics.Estimate(b.values, 500))
     with pytest.raises(TypeError, match="two Estimates"):
         metrics.compare(a, 11.0)
+    with pytest.raises(ValueError, match="single value and no spread"):
+        metrics.compare(metrics.Estimate((1.00,), 200), metrics.Estimate((1.01,), 200))
+
+
+def test_compare_doubles_only_spreads_that_cover_the_reference_alone():
+    reference_only = metrics.Estimate((1.0, 1.2, 0.8), 100)  # sd 0.2
+    with_samples = metrics.Estimate((1.0, 1.2, 0.8), 100, covers_samples=True)
+    assert metrics.compare(reference_only, reference_only).spread == pytest.approx(0.4)  # sqrt(2 · 2 · 0.04)
+    assert metrics.compare(with_samples, with_samples).spread == pytest.approx(0.2 * math.sqrt(2))
+    pooled = metrics.Estimate.pool([reference_only, reference_only])
+    assert pooled.covers_samples and not metrics.Estimate.pool([reference_only]).covers_samples
 
 
 def test_fd_floor_and_fd_to_random_draws_share_their_reference_sets():
