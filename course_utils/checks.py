@@ -59,9 +59,13 @@ def check_corrupt(corrupt: Callable) -> CheckResult:
     x = torch.rand(4, 1, 8, 8, generator=g)
     noise = torch.randn(4, 1, 8, 8, generator=g)
     amount = torch.tensor([0.0, 0.25, 0.5, 1.0])
-    result, err = _call(corrupt, x, noise, amount, name="corrupt")
+    inputs = (x.clone(), noise.clone(), amount.clone())  # the learner's copies: in-place edits show
+    result, err = _call(corrupt, *inputs, name="corrupt")
     if err:
         return _report(False, err)
+    if not all(torch.equal(a, b) for a, b in zip(inputs, (x, noise, amount))):
+        return _report(False, "corrupt changed its inputs in place: do not modify x (or noise, or amount); "
+                              "build a new tensor, e.g. x * (1 - a) + noise * a")
     result, err = _as_tensor(result, tuple(x.shape), "corrupt")
     if err:
         return _report(False, err + ". Hint: amount has shape (B,); reshape it to (B, 1, 1, 1) so it broadcasts per image")
@@ -247,25 +251,28 @@ def check_mix_factors(mix_factors: Callable) -> CheckResult:
                                   f"got {len(factors)}")
         left = [(1 - i / n) ** power for i in range(n + 1)]  # share of the start left before step i
         expected = [1 - left[i + 1] / left[i] for i in range(n)]
-        if all(abs(f - e) < 1e-9 for f, e in zip(factors, expected)):
+        close = 1e-6  # float32 arithmetic is right to about 1e-7
+        if all(abs(f - e) < close for f, e in zip(factors, expected)):
             continue
-        if all(abs(f - e) < 1e-9 for f, e in zip(factors, left[1:])):
+        if all(abs(f - e) < close for f, e in zip(factors, left[1:])):
             return _report(False, "these are the shares of the distance left after each step; the factor is "
                                   "the fraction of the remaining way that the step moves")
-        if all(abs(f - (left[i] - left[i + 1])) < 1e-9 for i, f in enumerate(factors)):
+        if all(abs(f - (left[i] - left[i + 1])) < close for i, f in enumerate(factors)):
             return _report(False, "these are the shares of the starting distance each step covers; the "
                                   "factor is a fraction of what is left before the step: divide by that share")
-        if power != 1 and all(abs(f - 1 / (n - i)) < 1e-9 for i, f in enumerate(factors)):
+        if power != 1 and all(abs(f - 1 / (n - i)) < close for i, f in enumerate(factors)):
             return _report(False, f"right for power 1, but power {power} should change the factors: after "
                                   f"step i, (1 - (i + 1) / n) ** power of the distance is left")
         if any(not 0 < f <= 1 for f in factors):
             return _report(False, f"mix_factors({n}, {power}) gave {[round(f, 3) for f in factors]}: each factor "
                                   "is a fraction of the remaining way to the prediction, so it must lie in (0, 1]")
-        if abs(factors[-1] - 1) > 1e-9:
+        if abs(factors[-1] - 1) > close:
             return _report(False, "the last step should land exactly on the prediction (factor 1)")
+        worst = max(range(n), key=lambda i: abs(factors[i] - expected[i]))
         return _report(False, f"mix_factors({n}, {power}) gave {[round(f, 3) for f in factors]}; expected "
-                              f"{[round(e, 3) for e in expected]}. Hint: the fraction moved is 1 minus (share "
-                              "left after the step) / (share left before it)")
+                              f"{[round(e, 3) for e in expected]} (step {worst}: {factors[worst]:.7g} against "
+                              f"{expected[worst]:.7g}). Hint: the fraction moved is 1 minus (share left after "
+                              "the step) / (share left before it)")
     return _report(True, "f_i = 1 − ((n − i − 1) / (n − i)) ** power; power 1 gives back 1 / (n − i)")
 
 
@@ -288,7 +295,9 @@ def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
     red = Image.new("RGB", (64, 48), (255, 0, 0))
     grey = Image.new("L", (20, 20), 128)  # some butterfly photos are not RGB
     corner = Image.new("RGBA", (40, 40), (0, 0, 0, 255))
-    corner.paste((255, 255, 255, 255), (0, 0, 20, 20))  # white top-left quarter
+    # a white strip along the top, 5/8 of the width: not symmetric about the diagonal, so a transposed
+    # image (C, W, H) shows as a strip down the left side
+    corner.paste((255, 255, 255, 255), (0, 0, 25, 10))
     batch = {"image": [red, grey, corner]}
     result, err = _call(transform, batch, name="transform")
     if err:
@@ -312,9 +321,15 @@ def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
     q = image_size // 4
     top_left, top_right = corner_t[:, :q, :q].mean().item(), corner_t[:, :q, -q:].mean().item()
     bottom = corner_t[:, -q:, :].mean().item()
+    # below the strip's rows every side band is black, unless the image came out transposed
+    side = max(corner_t[:, q + 1:3 * q, :q].mean().item(), corner_t[:, q + 1:3 * q, -q:].mean().item())
+    if side > -0.5:
+        return _report(False, "an image with a white strip along its top came out with it down one side: the "
+                              "image is transposed. Tensors are (channels, height, width): "
+                              "np.asarray(image) is (height, width, channels), so use .permute(2, 0, 1)")
     if bottom > -0.9 or not ((top_left > 0.9 and top_right < -0.9) or (top_left < -0.9 and top_right > 0.9)):
-        return _report(False, "an image with a white top-left corner came out wrong: flip left-right only "
-                              "(the last axis), never up-down")
+        return _report(False, "an image with a white strip at the top left came out wrong: flip left-right "
+                              "only (the last axis), never up-down")
     # the flip must be random: about half of many copies of the corner image come out mirrored
     n = 200
     result, err = _call(transform, {"image": [corner] * n}, name="transform")
@@ -474,65 +489,88 @@ def check_posterior_variance(posterior_variance: Callable) -> CheckResult:
     return _report(True, "β̃_t matches diffusers' DDPMScheduler variance ('fixed_small') on two schedules")
 
 
+def _two_schedules() -> list[tuple[str, torch.Tensor]]:
+    """ᾱ of the linear schedule and of the cosine one (float32): a solution must use the one it is given."""
+    from .ddpm import cosine_beta_schedule
+
+    return [("linear", torch.cumprod(1 - _linear_betas().float(), dim=0)),
+            ("cosine", torch.cumprod(1 - cosine_beta_schedule(1000).float(), dim=0))]
+
+
 def check_posterior_mean(posterior_mean: Callable) -> CheckResult:
-    """Check `posterior_mean(x_t, x0, t, alphas_cumprod)`: μ̃_t = √ᾱ_{t−1} β_t/(1−ᾱ_t) x0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) x_t."""
+    """Check `posterior_mean(x_t, x0, t, alphas_cumprod)`: μ̃_t = √ᾱ_{t−1} β_t/(1−ᾱ_t) x0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) x_t.
+
+    On two schedules (so an answer must use the `alphas_cumprod` it is given) and at t = 1, 2, 10, 400, 999 (at
+    small t an off-by-one in the index moves the mean by far more than the tolerance).
+    """
     from .ddpm import reverse_step
 
     g = torch.Generator().manual_seed(5)
     x0 = torch.rand(2, 1, 8, 8, generator=g) * 2 - 1
     eps = torch.randn(2, 1, 8, 8, generator=g)
-    alphas_cumprod = torch.cumprod(1 - _linear_betas().float(), dim=0)
-    for t in (1, 400, 999):
-        ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-        # the ε-form mean of Algorithm 2 (the chapter's reverse_step without noise) is the same Gaussian's mean
-        expected = reverse_step(x_t, eps, t, t - 1, alphas_cumprod, torch.zeros_like(x_t)).double()
-        result, err = _call(posterior_mean, x_t, x0, t, alphas_cumprod, name="posterior_mean")
-        if err:
-            return _report(False, err)
-        result, err = _as_tensor(result, tuple(x_t.shape), "posterior_mean")
-        if err:
-            return _report(False, err)
-        if torch.allclose(result, expected, atol=1e-4):
-            continue
-        beta = 1 - ab / ab_prev
-        swapped = (ab.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab) / (1 - ab) * x_t).double()
-        if torch.allclose(result, swapped, atol=1e-4):
-            return _report(False, "use ᾱ_{t−1} (alphas_cumprod[t − 1]) in the numerators, ᾱ_t in the denominators")
-        no_roots = (ab_prev * beta / (1 - ab) * x0 + (1 - beta) * (1 - ab_prev) / (1 - ab) * x_t).double()
-        if torch.allclose(result, no_roots, atol=1e-4):
-            return _report(False, "the coefficients have square roots: √ᾱ_{t−1} and √α_t")
-        return _report(False, f"at t = {t} your mean differs from μ̃_t by up to "
-                              f"{(result - expected).abs().max():.3g}; β_t = 1 − ᾱ_t/ᾱ_{{t−1}} and α_t = 1 − β_t")
-    return _report(True, "your x0-form mean equals Algorithm 2's ε-form mean for the x0 the noise implies")
+    for schedule, alphas_cumprod in _two_schedules():
+        for t in (1, 2, 10, 400, 999):
+            ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
+            x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+            # the ε-form mean of Algorithm 2 (the chapter's reverse_step without noise) is the same Gaussian's mean
+            expected = reverse_step(x_t.double(), eps.double(), t, t - 1, alphas_cumprod.double(),
+                                    torch.zeros_like(x_t).double())
+            result, err = _call(posterior_mean, x_t.clone(), x0.clone(), t, alphas_cumprod.clone(),
+                                name="posterior_mean")
+            if err:
+                return _report(False, err)
+            result, err = _as_tensor(result, tuple(x_t.shape), "posterior_mean")
+            if err:
+                return _report(False, err)
+            if torch.allclose(result, expected, atol=1e-4):
+                continue
+            beta = 1 - ab / ab_prev
+            swapped = (ab.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab) / (1 - ab) * x_t).double()
+            if torch.allclose(result, swapped, atol=1e-4):
+                return _report(False, "use ᾱ_{t−1} (alphas_cumprod[t − 1]) in the numerators, ᾱ_t in the "
+                                      "denominators")
+            no_roots = (ab_prev * beta / (1 - ab) * x0 + (1 - beta) * (1 - ab_prev) / (1 - ab) * x_t).double()
+            if torch.allclose(result, no_roots, atol=1e-4):
+                return _report(False, "the coefficients have square roots: √ᾱ_{t−1} and √α_t")
+            return _report(False, f"with the {schedule} schedule at t = {t} your mean differs from μ̃_t by up to "
+                                  f"{(result - expected).abs().max():.3g}; β_t = 1 − ᾱ_t/ᾱ_{{t−1}} and "
+                                  "α_t = 1 − β_t, all from the alphas_cumprod passed in, at indices t and t − 1")
+    return _report(True, "your x0-form mean equals Algorithm 2's ε-form mean for the x0 the noise implies, "
+                         "on the linear and the cosine schedule")
 
 
 def check_q_sample_from(q_sample_from: Callable) -> CheckResult:
-    """Check `q_sample_from(x_s, s, t, noise, alphas_cumprod)`: √(ᾱ_t/ᾱ_s) x_s + √(1 − ᾱ_t/ᾱ_s) noise."""
+    """Check `q_sample_from(x_s, s, t, noise, alphas_cumprod)`: √(ᾱ_t/ᾱ_s) x_s + √(1 − ᾱ_t/ᾱ_s) noise.
+
+    On two schedules, so an answer must use the `alphas_cumprod` it is given.
+    """
     g = torch.Generator().manual_seed(6)
     x_s = torch.randn(3, 1, 8, 8, generator=g)
     noise = torch.randn(3, 1, 8, 8, generator=g)
-    alphas_cumprod = torch.cumprod(1 - _linear_betas().float(), dim=0)
-    for s, t in ((0, 10), (100, 600), (998, 999)):
-        ratio = (alphas_cumprod[t] / alphas_cumprod[s]).double()
-        expected = ratio.sqrt() * x_s.double() + (1 - ratio).sqrt() * noise.double()
-        result, err = _call(q_sample_from, x_s, s, t, noise, alphas_cumprod, name="q_sample_from")
-        if err:
-            return _report(False, err)
-        result, err = _as_tensor(result, tuple(x_s.shape), "q_sample_from")
-        if err:
-            return _report(False, err)
-        if torch.allclose(result, expected, atol=1e-4):
-            continue
-        ab_t = alphas_cumprod[t].double()
-        if torch.allclose(result, ab_t.sqrt() * x_s.double() + (1 - ab_t).sqrt() * noise.double(), atol=1e-4):
-            return _report(False, "that jumps as if x_s were the clean x_0; from step s only the α's of steps "
-                                  "s+1..t still apply: their product is ᾱ_t / ᾱ_s")
-        if torch.allclose(result, ratio * x_s.double() + (1 - ratio) * noise.double(), atol=1e-4):
-            return _report(False, "the coefficients are standard deviations: take square roots")
-        return _report(False, f"for s = {s}, t = {t} the result is off; the signal keeps √(ᾱ_t/ᾱ_s) and the "
-                              "noise's variance is 1 − ᾱ_t/ᾱ_s")
-    return _report(True, "q(x_t | x_s) = N(√(ᾱ_t/ᾱ_s) x_s, (1 − ᾱ_t/ᾱ_s) I): forward jumps from any step")
+    for schedule, alphas_cumprod in _two_schedules():
+        for s, t in ((0, 10), (100, 600), (998, 999)):
+            ratio = (alphas_cumprod[t] / alphas_cumprod[s]).double()
+            expected = ratio.sqrt() * x_s.double() + (1 - ratio).sqrt() * noise.double()
+            result, err = _call(q_sample_from, x_s.clone(), s, t, noise.clone(), alphas_cumprod.clone(),
+                                name="q_sample_from")
+            if err:
+                return _report(False, err)
+            result, err = _as_tensor(result, tuple(x_s.shape), "q_sample_from")
+            if err:
+                return _report(False, err)
+            if torch.allclose(result, expected, atol=1e-4):
+                continue
+            ab_t = alphas_cumprod[t].double()
+            if torch.allclose(result, ab_t.sqrt() * x_s.double() + (1 - ab_t).sqrt() * noise.double(), atol=1e-4):
+                return _report(False, "that jumps as if x_s were the clean x_0; from step s only the α's of steps "
+                                      "s+1..t still apply: their product is ᾱ_t / ᾱ_s")
+            if torch.allclose(result, ratio * x_s.double() + (1 - ratio) * noise.double(), atol=1e-4):
+                return _report(False, "the coefficients are standard deviations: take square roots")
+            return _report(False, f"with the {schedule} schedule, for s = {s}, t = {t}, the result is off; the "
+                                  "signal keeps √(ᾱ_t/ᾱ_s) and the noise's variance is 1 − ᾱ_t/ᾱ_s, from the "
+                                  "alphas_cumprod passed in")
+    return _report(True, "q(x_t | x_s) = N(√(ᾱ_t/ᾱ_s) x_s, (1 − ᾱ_t/ᾱ_s) I): forward jumps from any step, "
+                         "on the linear and the cosine schedule")
 
 
 # --- Chapter 5: measuring and improving samples --------------------------------------------------------------------

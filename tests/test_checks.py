@@ -407,3 +407,68 @@ def test_check_guidance_choice():
     assert "return None" in repr(check_guidance_choice(lambda t, m: right(t, m) if right(t, m) is not None else 0,
                                                        table))
     assert "guidance_table" in repr(check_guidance_choice(right, {}))
+
+
+# --- issue 24: checks that a plausible wrong answer (or a right one written differently) fooled ----------------
+
+def test_check_mix_factors_accepts_a_right_float32_answer():
+    def float32_answer(n, power):
+        left = (1 - torch.arange(n + 1) / n) ** power  # float32, as torch gives by default
+        return (1 - left[1:] / left[:-1]).tolist()
+
+    assert check_mix_factors(float32_answer)
+
+
+def test_check_transform_rejects_images_transposed_to_c_w_h():
+    from course_utils import ImageTransform
+
+    good = ImageTransform(size=32, mode="RGB", flip_prob=0.5, seed=0)
+
+    def transposed(batch):
+        return {"images": [t.transpose(-1, -2) for t in good(batch)["images"]]}
+
+    result = check_transform(transposed)
+    assert not result and "transposed" in repr(result)
+
+
+def test_check_corrupt_says_do_not_modify_x_for_an_in_place_answer():
+    def in_place(x, noise, amount):
+        amount = amount.view(-1, 1, 1, 1)
+        return x.mul_(1 - amount).add_(noise * amount)
+
+    result = check_corrupt(in_place)
+    assert not result and "do not modify x" in repr(result)
+
+
+def _linear_alphas_cumprod():
+    return torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), dim=0)
+
+
+def test_posterior_mean_and_q_sample_from_checks_use_the_schedule_they_pass():
+    from course_utils.checks import check_posterior_mean, check_q_sample_from
+
+    notebook_schedule = _linear_alphas_cumprod()  # what a notebook's global would hold
+
+    def mean_from_global(x_t, x0, t, alphas_cumprod):
+        ab, ab_prev = notebook_schedule[t], notebook_schedule[t - 1]
+        beta = 1 - ab / ab_prev
+        return ab_prev.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+
+    def jump_from_global(x_s, s, t, noise, alphas_cumprod):
+        ratio = notebook_schedule[t] / notebook_schedule[s]
+        return ratio.sqrt() * x_s + (1 - ratio).sqrt() * noise
+
+    assert not check_posterior_mean(mean_from_global)
+    assert not check_q_sample_from(jump_from_global)
+
+
+def test_check_posterior_mean_rejects_a_mean_one_step_early():
+    from course_utils.checks import check_posterior_mean
+
+    def one_step_early(x_t, x0, t, alphas_cumprod):
+        t = max(t - 1, 1)
+        ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
+        beta = 1 - ab / ab_prev
+        return ab_prev.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+
+    assert not check_posterior_mean(one_step_early)
