@@ -471,7 +471,7 @@ def check_posterior_variance(posterior_variance: Callable) -> CheckResult:
             return _report(False, err + " (one variance per timestep)")
         b = betas.double()
         ab = torch.cumprod(1 - b, dim=0)
-        expected = (1 - _cumprod_prev(ab)) / (1 - ab) * b
+        expected = (1 - _cumprod_prev(ab)) / (1 - ab) * b  # equal to diffusers' 'fixed_small' (a test checks)
         if torch.allclose(result, expected, rtol=1e-4, atol=1e-8):
             continue
         if torch.allclose(result, b, rtol=1e-4):

@@ -472,3 +472,20 @@ def test_check_posterior_mean_rejects_a_mean_one_step_early():
         return ab_prev.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
 
     assert not check_posterior_mean(one_step_early)
+
+
+def test_the_posterior_variance_check_expects_what_diffusers_uses():
+    """check_posterior_variance says it matches diffusers' DDPMScheduler ('fixed_small'): make that true."""
+    from diffusers import DDPMScheduler
+
+    from course_utils.checks import _cumprod_prev, _linear_betas
+    from course_utils.ddpm import cosine_beta_schedule
+
+    for betas in (_linear_betas().float(), cosine_beta_schedule(200)):
+        b = betas.double()
+        alphas_cumprod = torch.cumprod(1 - b, dim=0)
+        expected = (1 - _cumprod_prev(alphas_cumprod)) / (1 - alphas_cumprod) * b  # the check's formula
+        scheduler = DDPMScheduler(num_train_timesteps=len(betas), trained_betas=b.numpy(),
+                                  variance_type="fixed_small")
+        theirs = torch.stack([scheduler._get_variance(t) for t in range(1, len(betas))]).double()
+        assert torch.allclose(theirs, expected[1:], rtol=1e-3)  # diffusers keeps its betas in float32
