@@ -1,0 +1,53 @@
+"""The shared harness of the exercise checks: a result that is true when passed and shows "Correct" or what is
+wrong, a safe call of the learner's function, and shape checks."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+PASS = "✅ Correct"
+FAIL = "❌ Not yet"
+
+
+class CheckResult:
+    """The outcome of an exercise check: true when passed; shows its message in a notebook."""
+
+    def __init__(self, passed: bool, message: str) -> None:
+        self.passed = passed
+        self.message = f"{PASS}: {message}" if passed else f"{FAIL}: {message}"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return self.message
+
+
+def _report(ok: bool, message: str) -> CheckResult:
+    return CheckResult(ok, message)
+
+
+def _call(fn: Callable, *args, name: str) -> tuple[object, str | None]:
+    """Call the learner's function; on an exception return a message instead of raising."""
+    if not callable(fn):
+        return None, f"expected a function, got {type(fn).__name__}"
+    try:
+        return fn(*args), None
+    except NotImplementedError:
+        return None, f"{name} still raises NotImplementedError: replace the `raise` with your code"
+    except Exception as exc:  # the learner's bug, reported rather than raised
+        return None, f"{name} raised {type(exc).__name__}: {exc}"
+
+
+def _as_tensor(result: object, shape: tuple[int, ...], name: str) -> tuple[torch.Tensor | None, str | None]:
+    if not isinstance(result, torch.Tensor):
+        return None, f"{name} should return a torch.Tensor, it returned {type(result).__name__}"
+    if tuple(result.shape) != shape:
+        return None, f"{name} should return shape {shape}, it returned {tuple(result.shape)}"
+    return result.double(), None
+
+
+def _linear_betas(n: int = 1000) -> torch.Tensor:
+    return torch.linspace(1e-4, 0.02, n, dtype=torch.float64)

@@ -1,0 +1,123 @@
+"""Exercise checks of Chapter 1: corruption and noise schedules."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ._harness import CheckResult, _as_tensor, _call, _linear_betas, _report
+
+
+def check_corrupt(corrupt: Callable) -> CheckResult:
+    """Check `corrupt(x, noise, amount)`: a per-image lerp from x (amount 0) to noise (amount 1)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 8, 8, generator=g)
+    noise = torch.randn(4, 1, 8, 8, generator=g)
+    amount = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    inputs = (x.clone(), noise.clone(), amount.clone())  # the learner's copies: in-place edits show
+    result, err = _call(corrupt, *inputs, name="corrupt")
+    if err:
+        return _report(False, err)
+    if not all(torch.equal(a, b) for a, b in zip(inputs, (x, noise, amount))):
+        return _report(False, "corrupt changed its inputs in place: do not modify x (or noise, or amount); "
+                              "build a new tensor, e.g. x * (1 - a) + noise * a")
+    result, err = _as_tensor(result, tuple(x.shape), "corrupt")
+    if err:
+        return _report(False, err + ". Hint: amount has shape (B,); reshape it to (B, 1, 1, 1) so it broadcasts per image")
+    if not torch.allclose(result[0], x[0].double(), atol=1e-6):
+        return _report(False, "amount = 0 should give back the clean image unchanged")
+    if not torch.allclose(result[3], noise[3].double(), atol=1e-6):
+        return _report(False, "amount = 1 should give pure noise. Hint: which term should the amount multiply?")
+    a = amount.view(-1, 1, 1, 1).double()
+    if not torch.allclose(result, x.double() * (1 - a) + noise.double() * a, atol=1e-6):
+        return _report(False, "the ends are right but amount = 0.25 and 0.5 are not a straight-line mix of image and noise")
+    return _report(True, "corrupt mixes each image with its noise by its own amount")
+
+
+def _alpha_bar_end(beta_start: float, beta_end: float, n_steps: int) -> float:
+    """ᾱ at the last step of a linear schedule, in float64."""
+    return float(torch.prod(1 - torch.linspace(beta_start, beta_end, n_steps, dtype=torch.float64)))
+
+
+def check_beta_end(beta_end_for: Callable) -> CheckResult:
+    """Check `beta_end_for(target, beta_start, n_steps)`: the linear schedule's β_end that leaves ᾱ_T = target."""
+    cases = [(_alpha_bar_end(1e-4, 0.02, 1000), 1e-4, 1000), (1e-3, 1e-4, 1000), (0.05, 1e-4, 1000),
+             (1e-6, 1e-4, 1000), (1e-3, 1e-3, 50)]
+    for target, beta_start, n_steps in cases:
+        result, err = _call(beta_end_for, target, beta_start, n_steps, name="beta_end_for")
+        if err:
+            return _report(False, err)
+        if isinstance(result, torch.Tensor) and result.numel() == 1:
+            result = result.item()
+        if isinstance(result, bool) or not isinstance(result, (int, float, np.floating)):
+            return _report(False, f"beta_end_for should return one number, it returned {type(result).__name__}")
+        beta_end = float(result)
+        if not beta_start <= beta_end < 1:
+            return _report(False, f"β_end = {beta_end:g} for ᾱ_T = {target:g}: it must lie in [β_start, 1)")
+        reached = _alpha_bar_end(beta_start, beta_end, n_steps)
+        if abs(np.log(reached) - np.log(target)) < 1e-3:  # ᾱ_T within 0.1 %
+            continue
+        first_order = 2 * (1 - target) / n_steps - beta_start  # from 1 − Σβ = target
+        log_sum = 2 * -np.log(target) / n_steps - beta_start  # from −Σβ = log target
+        if abs(beta_end - first_order) < 1e-6:
+            return _report(False, "1 − Σβ is ᾱ_T only when Σβ is small; ᾱ_T is a product: compute it exactly "
+                                  "for a trial β_end and search (bisection works, ᾱ_T falls as β_end grows)")
+        if abs(beta_end - log_sum) < 1e-6:
+            return _report(False, "log ᾱ_T = Σ log(1 − β) is close to −Σβ but not equal: the β² terms shift ᾱ_T "
+                                  f"by {abs(reached / target - 1):.0%} here; compute the product and search")
+        return _report(False, f"for ᾱ_T = {target:g} (β_start {beta_start:g}, {n_steps} steps) your β_end "
+                              f"{beta_end:.5g} gives ᾱ_T = {reached:.3g}")
+    return _report(True, f"DDPM's ᾱ_T = {cases[0][0]:.2e} needs β_end = 0.02, and every other target is met "
+                         "to 0.1 %")
+
+
+def check_noise_to_snr(noise_to_snr: Callable) -> CheckResult:
+    """Check `noise_to_snr(x0, noise, snr)`: the VP x_t whose SNR is snr, one SNR per image."""
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    noise = torch.randn(3, 1, 8, 8, generator=g)
+    snr = torch.tensor([100.0, 1.0, 0.01])
+    result, err = _call(noise_to_snr, x0, noise, snr, name="noise_to_snr")
+    if err:
+        return _report(False, err)
+    result, err = _as_tensor(result, tuple(x0.shape), "noise_to_snr")
+    if err:
+        return _report(False, err + ". Hint: reshape the (B,) SNRs to (B, 1, 1, 1)")
+    x0, noise, snr4 = x0.double(), noise.double(), snr.double().view(-1, 1, 1, 1)
+    alpha_bar = snr4 / (1 + snr4)
+    if torch.allclose(result, alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise, atol=1e-5):
+        return _report(True, "ᾱ = SNR / (1 + SNR), then x_t = √ᾱ x_0 + √(1 − ᾱ) ε: the VP point with that SNR")
+    if torch.allclose(result, x0 + noise / snr4.sqrt(), atol=1e-5):
+        return _report(False, "that x_t has the right SNR but is the VE form (x_0 + σε): its variance grows. "
+                              "Keep the variance at 1: √ᾱ x_0 + √(1 − ᾱ) ε, with ᾱ from the SNR")
+    wrong_alpha = snr4.clamp(max=1)
+    if torch.allclose(result, wrong_alpha.sqrt() * x0 + (1 - wrong_alpha).sqrt() * noise, atol=1e-5) or \
+            torch.allclose(result, snr4.sqrt() * x0 + (1 - snr4).abs().sqrt() * noise, atol=1e-5):
+        return _report(False, "the SNR is not ᾱ: SNR = ᾱ / (1 − ᾱ); solve it for ᾱ first")
+    if torch.allclose(result, alpha_bar * x0 + (1 - alpha_bar) * noise, atol=1e-5):
+        return _report(False, "close: the coefficients are standard deviations, so they need square roots")
+    first = alpha_bar[:1]
+    if torch.allclose(result, first.sqrt() * x0 + (1 - first).sqrt() * noise, atol=1e-5):
+        return _report(False, "every image got the first image's SNR; each image has its own")
+    return _report(False, "the values are off; with SNR 100 x_t should be almost x_0, with SNR 0.01 almost noise")
+
+
+def check_snr_crossing(t_cross: object) -> CheckResult:
+    """Check the first timestep at which the linear schedule's SNR = ᾱ/(1−ᾱ) drops below 1."""
+    alphas_cumprod = torch.cumprod(1 - _linear_betas(), dim=0)
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    expected = int(torch.nonzero(snr < 1)[0])
+    if isinstance(t_cross, torch.Tensor) and t_cross.numel() == 1:
+        t_cross = int(t_cross.item())
+    if isinstance(t_cross, np.integer):  # what np.argmax returns
+        t_cross = int(t_cross)
+    if isinstance(t_cross, bool) or not isinstance(t_cross, int):
+        return _report(False, f"expected one integer timestep, got {type(t_cross).__name__}")
+    if t_cross == expected:
+        return _report(True, f"from t = {expected} on, the noise carries more power than the signal")
+    if abs(t_cross - expected) <= 1:
+        return _report(False, "off by one: you want the first t whose SNR is already below 1")
+    direction = "late" if t_cross > expected else "early"
+    return _report(False, f"t = {t_cross} is too {direction}. Hint: SNR = ᾱ_t / (1 − ᾱ_t); look for the first t where it is < 1")

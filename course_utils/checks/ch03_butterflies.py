@@ -1,0 +1,184 @@
+"""Exercise checks of Chapter 3: training a UNet2DModel on the butterflies (emoji offline)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ._harness import CheckResult, _as_tensor, _call, _report
+
+
+def _check_images(images: object, name: str, n: int, shape: tuple[int, ...]) -> str | None:
+    if not isinstance(images, (list, tuple)) or len(images) != n:
+        return f"{name} should be a list with one tensor per input image ({n}), got {type(images).__name__}"
+    for image in images:
+        if not isinstance(image, torch.Tensor) or tuple(image.shape) != shape:
+            got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            return f"each image should be a tensor of shape {shape} (channels first), got {got}"
+        if not image.is_floating_point():
+            return f"images should be float tensors, got {image.dtype}. Hint: divide by 255 after converting"
+    return None
+
+
+def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
+    """Check a `set_transform` function: {"image": PIL images} -> {"images": (3, size, size) tensors in [-1, 1]}."""
+    from PIL import Image
+
+    red = Image.new("RGB", (64, 48), (255, 0, 0))
+    grey = Image.new("L", (20, 20), 128)  # some butterfly photos are not RGB
+    corner = Image.new("RGBA", (40, 40), (0, 0, 0, 255))
+    # a white strip along the top, 5/8 of the width: not symmetric about the diagonal, so a transposed
+    # image (C, W, H) shows as a strip down the left side
+    corner.paste((255, 255, 255, 255), (0, 0, 25, 10))
+    batch = {"image": [red, grey, corner]}
+    result, err = _call(transform, batch, name="transform")
+    if err:
+        return _report(False, err)
+    if not isinstance(result, dict) or "images" not in result:
+        return _report(False, "the transform should return a dict with the key 'images'")
+    err = _check_images(result["images"], "result['images']", 3, (3, image_size, image_size))
+    if err:
+        return _report(False, err + ". Hint: convert('RGB'), then resize to (image_size, image_size)")
+    red_t, grey_t, corner_t = (im.double() for im in result["images"])
+    if red_t.min() < -1.001 or red_t.max() > 1.001:
+        return _report(False, f"values should lie in [-1, 1], got [{red_t.min():.2f}, {red_t.max():.2f}]. "
+                              "Hint: scale [0, 1] with x * 2 - 1")
+    if red_t.min() >= 0:
+        return _report(False, "values lie in [0, 1]; the model expects [-1, 1], centred like the noise")
+    if not (torch.allclose(red_t[0], torch.ones_like(red_t[0]), atol=0.02)
+            and torch.allclose(red_t[1:], -torch.ones_like(red_t[1:]), atol=0.02)):
+        return _report(False, "a pure red image should give channel 0 at +1 and channels 1 and 2 at −1")
+    if not torch.allclose(grey_t, torch.full_like(grey_t, 128 / 255 * 2 - 1), atol=0.02):
+        return _report(False, "a grey image should give the same value in all three channels")
+    q = image_size // 4
+    top_left, top_right = corner_t[:, :q, :q].mean().item(), corner_t[:, :q, -q:].mean().item()
+    bottom = corner_t[:, -q:, :].mean().item()
+    # below the strip's rows every side band is black, unless the image came out transposed
+    side = max(corner_t[:, q + 1:3 * q, :q].mean().item(), corner_t[:, q + 1:3 * q, -q:].mean().item())
+    if side > -0.5:
+        return _report(False, "an image with a white strip along its top came out with it down one side: the "
+                              "image is transposed. Tensors are (channels, height, width): "
+                              "np.asarray(image) is (height, width, channels), so use .permute(2, 0, 1)")
+    if bottom > -0.9 or not ((top_left > 0.9 and top_right < -0.9) or (top_left < -0.9 and top_right > 0.9)):
+        return _report(False, "an image with a white strip at the top left came out wrong: flip left-right "
+                              "only (the last axis), never up-down")
+    # the flip must be random: about half of many copies of the corner image come out mirrored
+    n = 200
+    result, err = _call(transform, {"image": [corner] * n}, name="transform")
+    if err:
+        return _report(False, err)
+    flipped = sum(float(im[:, :q, -q:].mean()) > 0.9 for im in result["images"])
+    if not 0.35 * n <= flipped <= 0.65 * n:
+        return _report(False, f"{flipped} of {n} copies of one image came out flipped; a random "
+                              "flip with probability 0.5 mirrors about half of them")
+    return _report(True, "PIL images become (3, size, size) tensors in [-1, 1], any mode, "
+                         "half of them flipped left-right")
+
+
+def _reference_sdedit(model, scheduler, images: torch.Tensor, noise: torch.Tensor, strength: float,
+                      start: str = "images", first_kept: bool = True, scale_input: bool = True) -> torch.Tensor:
+    """SDEdit with any diffusers scheduler (the flags make the usual mistakes, for hints)."""
+    n = len(scheduler.timesteps)
+    n_kept = round(strength * n)
+    if n_kept == 0:
+        return images.clone()
+    timesteps = scheduler.timesteps[n - n_kept:]
+    if start == "noise":
+        x = noise * scheduler.init_noise_sigma
+    else:
+        noise_at = timesteps[:1] if first_kept else scheduler.timesteps[:1]
+        x = scheduler.add_noise(images, noise, noise_at)
+    for t in timesteps:
+        model_input = scheduler.scale_model_input(x, t) if scale_input else x
+        x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
+    return x
+
+
+def check_sdedit(sdedit: Callable) -> CheckResult:
+    """Check `sdedit(model, scheduler, images, noise, strength)` for DDIM and Euler at several strengths."""
+    from types import SimpleNamespace
+
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
+
+    calls: list[int] = []
+
+    def toy_model(x: torch.Tensor, t: torch.Tensor | int) -> SimpleNamespace:  # "noise" = 0.1 x
+        calls.append(int(t))
+        return SimpleNamespace(sample=0.1 * x + 0.01 * float(t) / 1000)
+
+    def uncounted(x, t):
+        return SimpleNamespace(sample=0.1 * x + 0.01 * float(t) / 1000)
+
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+    noise = torch.randn(2, 3, 8, 8, generator=g)
+    # both deterministic, so any correct answer agrees; Euler works in sigma units, not unit variance
+    for scheduler in (DDIMScheduler(num_train_timesteps=1000),
+                      EulerDiscreteScheduler(num_train_timesteps=1000)):
+        name = type(scheduler).__name__
+        for strength in (0.0, 0.3, 0.6, 1.0):
+            scheduler.set_timesteps(10)
+            expected = _reference_sdedit(uncounted, scheduler, images, noise, strength)
+            kept = [int(t) for t in scheduler.timesteps[10 - round(strength * 10):]] if strength else []
+            calls.clear()
+            scheduler.set_timesteps(10)  # some schedulers keep a step index: start afresh
+            result, err = _call(sdedit, toy_model, scheduler, images.clone(), noise.clone(), strength,
+                                name="sdedit")
+            if err:
+                return _report(False, f"with {name}, strength {strength}: {err}")
+            if calls != kept:
+                if strength == 0:
+                    return _report(False, "at strength 0 nothing is noised and no step is run: return the "
+                                          "images as they are, without calling the model")
+                if calls == [int(t) for t in scheduler.timesteps]:
+                    return _report(False, f"at strength {strength} run only the last round(strength × n) "
+                                          f"timesteps ({kept[:3]}...), not all {len(calls)}")
+                return _report(False, f"at strength {strength} the model should be called at {kept}, in that "
+                                      f"order; it was called at {calls}")
+            result, err = _as_tensor(result, tuple(images.shape), "sdedit")
+            if err:
+                return _report(False, err + ". Hint: return the final x (prev_sample of the last step)")
+            if torch.allclose(result, expected.double(), rtol=1e-4, atol=1e-4):
+                continue
+            for hint, kwargs in [
+                ("start from the images noised to the first timestep you keep (scheduler.add_noise), "
+                 "not from pure noise", {"start": "noise"}),
+                ("noise the images to the first timestep you keep, not to the schedule's first",
+                 {"first_kept": False}),
+                (f"feed the model scheduler.scale_model_input(x, t), not x ({name} needs it)",
+                 {"scale_input": False}),
+            ]:
+                scheduler.set_timesteps(10)
+                wrong = _reference_sdedit(uncounted, scheduler, images, noise, strength, **kwargs)
+                if torch.allclose(result, wrong.double(), rtol=1e-4, atol=1e-4):
+                    return _report(False, f"with {name}, strength {strength}: {hint}")
+            return _report(False, f"with {name}, strength {strength}, the timesteps are right but the result "
+                                  "is not; feed each step's prev_sample into the next")
+    return _report(True, "images noised to the first kept timestep with add_noise, then the last "
+                         "round(strength × n) steps, for DDIM and Euler")
+
+
+def check_ema_update(ema_update: Callable) -> CheckResult:
+    """Check `ema_update(ema_params, params, decay)` updates each EMA tensor in place: e ← decay·e + (1−decay)·p."""
+    g = torch.Generator().manual_seed(5)
+    params = [torch.randn(3, 3, generator=g), torch.randn(4, generator=g)]
+    ema_params = [torch.randn(3, 3, generator=g), torch.randn(4, generator=g)]
+    before = [e.clone() for e in ema_params]
+    decay = 0.9
+    # pass a fresh list: an answer that rebinds list items (ema_params[i] = ...) changes the
+    # list, not the tensors, and so would leave a real model's EMA weights as they were
+    _, err = _call(ema_update, list(ema_params), params, decay, name="ema_update")
+    if err:
+        return _report(False, err)
+    expected = [decay * e + (1 - decay) * p for e, p in zip(before, params)]
+    if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, expected)):
+        return _report(True, "each EMA weight moves (1 − decay) of the way to the current weight")
+    if all(torch.equal(e, b) for e, b in zip(ema_params, before)):
+        return _report(False, "the EMA tensors did not change: update them in place "
+                              "(e.mul_(...).add_(...) or e.copy_(...)); ema_params[i] = ... only "
+                              "rebinds a list item and leaves the tensor as it was")
+    swapped = [(1 - decay) * e + decay * p for e, p in zip(before, params)]
+    if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, swapped)):
+        return _report(False, "decay weighs the old average, not the new weights: with decay 0.999 the average moves slowly")
+    return _report(False, "compare with e ← decay · e + (1 − decay) · p for each pair of tensors")

@@ -1,0 +1,129 @@
+"""Exercise checks of Chapter 4: DDPM from scratch."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ._harness import CheckResult, _as_tensor, _call, _linear_betas, _report
+
+
+def _cumprod_prev(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """ᾱ_{t−1} for every t, with ᾱ = 1 before the first step."""
+    return torch.cat([torch.ones(1, dtype=alphas_cumprod.dtype), alphas_cumprod[:-1]])
+
+
+def check_posterior_variance(posterior_variance: Callable) -> CheckResult:
+    """Check `posterior_variance(betas)`: β̃_t = (1−ᾱ_{t−1})/(1−ᾱ_t) β_t for every t, 0 at the first step."""
+    from ..ddpm import cosine_beta_schedule  # the chapter's schedules, checked against diffusers by the tests
+
+    for betas in (_linear_betas().float(), cosine_beta_schedule(200)):
+        result, err = _call(posterior_variance, betas.clone(), name="posterior_variance")
+        if err:
+            return _report(False, err)
+        result, err = _as_tensor(result, tuple(betas.shape), "posterior_variance")
+        if err:
+            return _report(False, err + " (one variance per timestep)")
+        b = betas.double()
+        ab = torch.cumprod(1 - b, dim=0)
+        expected = (1 - _cumprod_prev(ab)) / (1 - ab) * b  # equal to diffusers' 'fixed_small' (a test checks)
+        if torch.allclose(result, expected, rtol=1e-4, atol=1e-8):
+            continue
+        if torch.allclose(result, b, rtol=1e-4):
+            return _report(False, "that is β_t itself, the paper's other choice of σ_t²; the posterior variance "
+                                  "scales it by (1 − ᾱ_{t−1}) / (1 − ᾱ_t)")
+        if abs(float(result[0])) > 1e-6 and torch.allclose(result[1:], expected[1:], rtol=1e-4):
+            return _report(False, "right from the second step on; at the first step ᾱ_{t−1} = 1, so β̃ is 0 there")
+        shifted = (1 - ab) / (1 - torch.cat([ab[1:], ab[-1:]])) * b
+        if torch.allclose(result[:-1], shifted[:-1], rtol=1e-4):
+            return _report(False, "off by one step: use ᾱ_{t−1} (the previous step's product) over ᾱ_t")
+        if torch.allclose(result, ((1 - _cumprod_prev(ab)) / (1 - ab)).sqrt() * b, rtol=1e-4):
+            return _report(False, "no square root: β̃_t is a variance, a plain ratio times β_t")
+        return _report(False, "compute ᾱ = cumprod(1 − β), shift it by one step with 1 in front, then "
+                              "(1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t")
+    return _report(True, "β̃_t matches diffusers' DDPMScheduler variance ('fixed_small') on two schedules")
+
+
+def _two_schedules() -> list[tuple[str, torch.Tensor]]:
+    """ᾱ of the linear schedule and of the cosine one (float32): a solution must use the one it is given."""
+    from ..ddpm import cosine_beta_schedule
+
+    return [("linear", torch.cumprod(1 - _linear_betas().float(), dim=0)),
+            ("cosine", torch.cumprod(1 - cosine_beta_schedule(1000).float(), dim=0))]
+
+
+def check_posterior_mean(posterior_mean: Callable) -> CheckResult:
+    """Check `posterior_mean(x_t, x0, t, alphas_cumprod)`: μ̃_t = √ᾱ_{t−1} β_t/(1−ᾱ_t) x0 + √α_t (1−ᾱ_{t−1})/(1−ᾱ_t) x_t.
+
+    On two schedules (so an answer must use the `alphas_cumprod` it is given) and at t = 1, 2, 10, 400, 999 (at
+    small t an off-by-one in the index moves the mean by far more than the tolerance).
+    """
+    from ..ddpm import reverse_step
+
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.rand(2, 1, 8, 8, generator=g) * 2 - 1
+    eps = torch.randn(2, 1, 8, 8, generator=g)
+    for schedule, alphas_cumprod in _two_schedules():
+        for t in (1, 2, 10, 400, 999):
+            ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
+            x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+            # the ε-form mean of Algorithm 2 (the chapter's reverse_step without noise) is the same Gaussian's mean
+            expected = reverse_step(x_t.double(), eps.double(), t, t - 1, alphas_cumprod.double(),
+                                    torch.zeros_like(x_t).double())
+            result, err = _call(posterior_mean, x_t.clone(), x0.clone(), t, alphas_cumprod.clone(),
+                                name="posterior_mean")
+            if err:
+                return _report(False, err)
+            result, err = _as_tensor(result, tuple(x_t.shape), "posterior_mean")
+            if err:
+                return _report(False, err)
+            if torch.allclose(result, expected, atol=1e-4):
+                continue
+            beta = 1 - ab / ab_prev
+            swapped = (ab.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab) / (1 - ab) * x_t).double()
+            if torch.allclose(result, swapped, atol=1e-4):
+                return _report(False, "use ᾱ_{t−1} (alphas_cumprod[t − 1]) in the numerators, ᾱ_t in the "
+                                      "denominators")
+            no_roots = (ab_prev * beta / (1 - ab) * x0 + (1 - beta) * (1 - ab_prev) / (1 - ab) * x_t).double()
+            if torch.allclose(result, no_roots, atol=1e-4):
+                return _report(False, "the coefficients have square roots: √ᾱ_{t−1} and √α_t")
+            return _report(False, f"with the {schedule} schedule at t = {t} your mean differs from μ̃_t by up to "
+                                  f"{(result - expected).abs().max():.3g}; β_t = 1 − ᾱ_t/ᾱ_{{t−1}} and "
+                                  "α_t = 1 − β_t, all from the alphas_cumprod passed in, at indices t and t − 1")
+    return _report(True, "your x0-form mean equals Algorithm 2's ε-form mean for the x0 the noise implies, "
+                         "on the linear and the cosine schedule")
+
+
+def check_q_sample_from(q_sample_from: Callable) -> CheckResult:
+    """Check `q_sample_from(x_s, s, t, noise, alphas_cumprod)`: √(ᾱ_t/ᾱ_s) x_s + √(1 − ᾱ_t/ᾱ_s) noise.
+
+    On two schedules, so an answer must use the `alphas_cumprod` it is given.
+    """
+    g = torch.Generator().manual_seed(6)
+    x_s = torch.randn(3, 1, 8, 8, generator=g)
+    noise = torch.randn(3, 1, 8, 8, generator=g)
+    for schedule, alphas_cumprod in _two_schedules():
+        for s, t in ((0, 10), (100, 600), (998, 999)):
+            ratio = (alphas_cumprod[t] / alphas_cumprod[s]).double()
+            expected = ratio.sqrt() * x_s.double() + (1 - ratio).sqrt() * noise.double()
+            result, err = _call(q_sample_from, x_s.clone(), s, t, noise.clone(), alphas_cumprod.clone(),
+                                name="q_sample_from")
+            if err:
+                return _report(False, err)
+            result, err = _as_tensor(result, tuple(x_s.shape), "q_sample_from")
+            if err:
+                return _report(False, err)
+            if torch.allclose(result, expected, atol=1e-4):
+                continue
+            ab_t = alphas_cumprod[t].double()
+            if torch.allclose(result, ab_t.sqrt() * x_s.double() + (1 - ab_t).sqrt() * noise.double(), atol=1e-4):
+                return _report(False, "that jumps as if x_s were the clean x_0; from step s only the α's of steps "
+                                      "s+1..t still apply: their product is ᾱ_t / ᾱ_s")
+            if torch.allclose(result, ratio * x_s.double() + (1 - ratio) * noise.double(), atol=1e-4):
+                return _report(False, "the coefficients are standard deviations: take square roots")
+            return _report(False, f"with the {schedule} schedule, for s = {s}, t = {t}, the result is off; the "
+                                  "signal keeps √(ᾱ_t/ᾱ_s) and the noise's variance is 1 − ᾱ_t/ᾱ_s, from the "
+                                  "alphas_cumprod passed in")
+    return _report(True, "q(x_t | x_s) = N(√(ᾱ_t/ᾱ_s) x_s, (1 − ᾱ_t/ᾱ_s) I): forward jumps from any step, "
+                         "on the linear and the cosine schedule")

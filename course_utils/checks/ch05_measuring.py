@@ -1,0 +1,97 @@
+"""Exercise checks of Chapter 5: measuring and improving samples."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ._harness import CheckResult, _as_tensor, _call, _report
+
+
+def check_frechet_diagonal(frechet_diagonal: Callable) -> CheckResult:
+    """Check `frechet_diagonal(mu_a, var_a, mu_b, var_b)`: |mu_a − mu_b|² + Σ(σ_a − σ_b)² for variances var."""
+    rng = np.random.default_rng(0)
+    for dim in (1, 5):
+        mu_a, mu_b = rng.normal(size=dim), rng.normal(size=dim)
+        var_a, var_b = rng.uniform(0.5, 4, size=dim), rng.uniform(0.5, 4, size=dim)
+        expected = float(np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2))
+        result, err = _call(frechet_diagonal, mu_a, var_a, mu_b, var_b, name="frechet_diagonal")
+        if err:
+            return _report(False, err)
+        try:
+            value = float(result)
+        except (TypeError, ValueError):
+            return _report(False, f"frechet_diagonal should return a number, it returned {type(result).__name__}")
+        if abs(value - expected) < 1e-8 * max(1.0, expected):
+            continue
+        mean_term = float(np.sum((mu_a - mu_b) ** 2))
+        if abs(value - (mean_term + np.sum((var_a - var_b) ** 2))) < 1e-8:
+            return _report(False, "the trace term compares standard deviations: (√var_a − √var_b)², not variances")
+        if abs(value - (expected - mean_term)) < 1e-8:
+            return _report(False, "add the mean term |mu_a − mu_b|²: two Gaussians can differ in where they sit")
+        if abs(value - np.sqrt(expected)) < 1e-8:
+            return _report(False, "FD is the squared 2-Wasserstein distance: no square root over the sum")
+        return _report(False, "expand tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^½) for diagonal Σ entry by entry")
+    # a zero distance from a Gaussian to itself
+    result, err = _call(frechet_diagonal, np.ones(3), np.full(3, 2.0), np.ones(3), np.full(3, 2.0),
+                        name="frechet_diagonal")
+    if err or abs(float(result)) > 1e-12:
+        return _report(False, err or "a Gaussian's distance to itself must be 0")
+    return _report(True, "FD = |μ_a − μ_b|² + Σ(σ_a − σ_b)² for diagonal Gaussians, as sqrtm gives")
+
+
+def check_eps_from_v(eps_from_v: Callable) -> CheckResult:
+    """Check `eps_from_v(x_t, v, alpha_bar)`: ε = √ᾱ v + √(1−ᾱ) x_t."""
+    g = torch.Generator().manual_seed(7)
+    x0 = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    eps = torch.randn(3, 1, 8, 8, generator=g)
+    alpha_bar = torch.tensor([0.99, 0.5, 0.01]).view(-1, 1, 1, 1)
+    x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+    v = alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
+    result, err = _call(eps_from_v, x_t, v, alpha_bar, name="eps_from_v")
+    if err:
+        return _report(False, err)
+    result, err = _as_tensor(result, tuple(x_t.shape), "eps_from_v")
+    if err:
+        return _report(False, err)
+    if torch.allclose(result, eps.double(), atol=1e-4):
+        return _report(True, "ε = √ᾱ v + √(1−ᾱ) x_t recovers the noise at every noise level")
+    if torch.allclose(result, (alpha_bar.sqrt() * v - (1 - alpha_bar).sqrt() * x_t).double(), atol=1e-4):
+        return _report(False, "check the sign of the x_t term: ε = √ᾱ v + √(1−ᾱ) x_t")
+    if torch.allclose(result, (alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v).double(), atol=1e-4):
+        return _report(False, "that is x̂0 = √ᾱ x_t − √(1−ᾱ) v; ε takes the other combination")
+    return _report(False, "substitute x0 = √ᾱ x_t − √(1−ᾱ) v into x_t = √ᾱ x0 + √(1−ᾱ) ε and solve for ε")
+
+
+def _fewest_nfe_reference(sweep: dict, sampler: str, target: float) -> int | None:
+    meeting = [nfe for nfe, ratio, *_ in sweep[sampler] if ratio <= target]
+    return min(meeting) if meeting else None
+
+
+def check_fewest_nfe(fewest_nfe: Callable, sweep: dict) -> CheckResult:
+    """Check `fewest_nfe(sweep, sampler, target)` on the chapter's measured sweep and on made-up ones."""
+    if not isinstance(sweep, dict) or not sweep:
+        return _report(False, "pass the chapter's measured `sweep` dict as the second argument")
+    made_up = {"A": [(5, 9.0, 0.1), (10, 3.0, 0.2), (20, 1.5, 0.4), (50, 1.6, 1.0)],
+               "B": [(5, 20.0, 0.1), (10, 12.0, 0.2)]}
+    cases = [(made_up, "A", 2.0), (made_up, "A", 3.0), (made_up, "A", 1.55), (made_up, "B", 5.0),
+             (made_up, "A", 100.0)]
+    for sampler, rows in sweep.items():
+        ratios = sorted(ratio for _, ratio, *_ in rows)
+        cases += [(sweep, sampler, ratios[len(ratios) // 2]), (sweep, sampler, ratios[0] / 2)]
+    for table, sampler, target in cases:
+        expected = _fewest_nfe_reference(table, sampler, target)
+        result, err = _call(fewest_nfe, table, sampler, target, name="fewest_nfe")
+        if err:
+            return _report(False, err)
+        if result == expected and (result is None) == (expected is None):
+            continue
+        if expected is None:
+            return _report(False, f"{sampler} never reaches FD over the floor {target:g}: return None, got {result!r}")
+        if table is made_up and sampler == "A" and target == 1.55:
+            return _report(False, "measured FD is not monotonic in NFE: take the smallest NFE that meets the "
+                                  "target, not the first one after which it stays met")
+        return _report(False, f"for {sampler!r} and target {target:g} expected NFE {expected}, got {result!r}")
+    return _report(True, "right on the chapter's own measurements and on made-up tables (None when unmet)")
