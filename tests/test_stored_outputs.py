@@ -122,3 +122,13 @@ def test_chapter_4_quotes_chapter_2s_stored_run():
     fd_ratio = re.search(r"= ([\d.]+) × real-vs-real", printed)
     assert (run.group(1), run.group(2), confident.group(1), fd_ratio.group(1)) == quoted.groups(), (
         "chapter 2 was re-run: copy its new figures into chapter 4's comparison table")
+
+
+def test_chapter_4_quotes_the_parameter_count_chapter_2_printed():
+    printed = re.search(r"DDPM model parameters: ([\d,]+)", _printed("02_basic_unet_mnist.ipynb"))
+    assert printed, "chapter 2 no longer prints 'DDPM model parameters: N'"
+    nb = nbformat.read(NOTEBOOKS[0].parent / "04_ddpm_from_scratch.ipynb", as_version=4)
+    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    quoted = set(re.findall(r"chapter 2's `UNet2DModel` \(([\d,]+)", prose))
+    quoted |= set(re.findall(r"`UNet2DModel` \(([\d,]+) parameters", prose))
+    assert quoted == {printed.group(1)}, f"chapter 4 quotes {quoted}, chapter 2 printed {printed.group(1)}"
