@@ -207,8 +207,12 @@ def print_table() -> None:
             new, old = f"{r['fd_over_floor']:.2f} ± {r['fd_over_floor_sd']:.2f}", "–"
         else:  # logged before: first n test digits as reference, divided by training-vs-test (biased)
             new, old = "–", f"{r['fd_ratio']:.2f}"
-        print(f"| {r['name']} | {r['recipe']} | {r['params'] / 1e6:.2f} M | {r['s_per_step']:.2f} | {r['steps']} | "
-              f"{r['images_per_s']:.0f} | {r['sampler']} | {100 * r['confident']:.1f} | "
+        timed = r.get("timed", True)  # a run that shared its CPU logs "timed": false
+        speed = f"{r['s_per_step']:.2f} | " if timed else "– | "
+        rate = f"{r['images_per_s']:.0f} | " if timed else "– | "
+        confident = f"{100 * r['confident']:.1f}" + (f" ± {100 * r['confident_sd']:.1f}" if "confident_sd" in r else "")
+        print(f"| {r['name']} | {r['recipe']} | {r['params'] / 1e6:.2f} M | {speed}{r['steps']} | "
+              f"{rate}{r['sampler']} | {confident} | "
               f"{'yes' if r['balanced'] else 'no'} | {new} | {old} |")
 
 
