@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         if path.suffix != ".ipynb" or not path.is_file():
             parser.error(f"not a notebook file: {path}")
+    if os.environ.pop("MPLBACKEND", None):  # Agg in the kernel would store "<Figure ...>" text, not the figure
+        print("note: MPLBACKEND unset for the kernels, so that figures are stored as images", flush=True)
     for path in args.notebooks:
         print(f"executing {path} ...", flush=True)
         stamp = execute_notebook(path, timeout=args.timeout)

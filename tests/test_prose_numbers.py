@@ -19,7 +19,7 @@ from prose_constants import CONSTANTS, PENDING
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-PROSE_NUMBER = re.compile(r"(?<![\w.§:/\-])(\d+(?:\.\d+)?\s?%|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+)(?![\w.]\d)")
+PROSE_NUMBER = re.compile(r"(?<![\w.§:/\-])(−?(?:\d+(?:\.\d+)?\s?%|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+))(?![\w.]\d)")
 PRINTED_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*(\{[^}]*\})?")
 
@@ -61,9 +61,11 @@ def printed_numbers(path: Path) -> list[str]:
 
 def matches(prose: str, printed: list[str]) -> bool:
     """True when a printed number shows as `prose` after rounding to the prose's decimals (percent aware)."""
-    value_text = prose.rstrip("%").replace(",", "")
+    value_text = prose.rstrip("%").replace(",", "").replace("−", "-")  # a typeset minus sign
+    sign = "-" if value_text.startswith("-") else ""
+    value_text = value_text.lstrip("-")
     decimals = len(value_text.split(".")[1]) if "." in value_text else 0
-    value = float(value_text)
+    value = float(sign + value_text)
     candidates = [value] + ([value / 100] if prose.endswith("%") else [])
     for token in printed:
         number = float(token.replace(",", ""))
@@ -109,3 +111,5 @@ def test_the_number_finder_finds_what_it_should():
     assert found == ["14.62", "2,000", "41.4%", "0.25"]
     assert matches("2.8", ["2.83"]) and not matches("2.8", ["2.86"])
     assert matches("41.4%", ["0.414"]) and matches("1,232", ["1232"]) and not matches("3.17", ["3.1"])
+    assert prose_numbers("extrapolates to −0.6 ± 1.9") == ["−0.6", "1.9"]
+    assert matches("−0.6", ["-0.6"]) and not matches("−0.6", ["0.6"])

@@ -132,3 +132,13 @@ def test_chapter_4_quotes_the_parameter_count_chapter_2_printed():
     quoted = set(re.findall(r"chapter 2's `UNet2DModel` \(([\d,]+)", prose))
     quoted |= set(re.findall(r"`UNet2DModel` \(([\d,]+) parameters", prose))
     assert quoted == {printed.group(1)}, f"chapter 4 quotes {quoted}, chapter 2 printed {printed.group(1)}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_figures_are_images_not_their_text(path):
+    """A run whose kernel had a non-inline backend (MPLBACKEND=Agg) stores "<Figure size ...>" and no picture."""
+    nb = nbformat.read(path, as_version=4)
+    textual = [index for index, cell in enumerate(nb.cells) for output in cell.get("outputs", [])
+               if output.get("data", {}).get("text/plain", "").startswith("<Figure size")
+               and "image/png" not in output.get("data", {})]
+    assert not textual, f"{path.name}: cells {textual} stored a figure's text without its image"
