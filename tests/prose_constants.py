@@ -42,6 +42,7 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "5.5": "3,300 / 600 training steps (chapter 4's budget over this chapter's)",
         "1,000": "2 × 500: the MNIST Inception pool of the chapter's code (n_table = 500)",
         "50,000": "the published FID protocol (Heusel et al. 2017)",
+        "62.7": "derived: 187.64 - 124.95, both printed by the preprocessing cell",
     },
     "06_guidance_and_flow_matching.ipynb": {
         "0.1": "the chapter's label-dropout probability p_uncond (Ho & Salimans 2021 use 0.1 and 0.2)",

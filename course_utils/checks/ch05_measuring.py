@@ -89,7 +89,7 @@ def check_fewest_nfe(fewest_nfe: Callable, sweep: dict) -> CheckResult:
         if result == expected and (result is None) == (expected is None):
             continue
         if expected is None:
-            return _report(False, f"{sampler} never reaches FD over the floor {target:g}: return None, got {result!r}")
+            return _report(False, f"{sampler} meets FD over the floor {target:g} at none of its measured budgets: return None, got {result!r}")
         if table is made_up and sampler == "A" and target == 1.55:
             return _report(False, "measured FD is not monotonic in NFE: take the smallest NFE that meets the "
                                   "target, not the first one after which it stays met")
