@@ -444,7 +444,9 @@ def compare(a: Estimate, b: Estimate, names: tuple[str, str] = ("A", "B")) -> Co
       rule further from it: score several sampling seeds and pool them for a spread that covers both).
 
     They differ when the means are more than DIFFERENCE_SDS (2) spreads apart: a rough two-sigma rule on the
-    spread of *one* measurement, conservative by design. Raises ValueError for estimates at different N (FD is
+    spread of *one* measurement. Unpaired, it is conservative (30 of 30 pairs of disjoint real sets called level
+    at N = 200 and 500). Paired on 3 seeds it amounts to a t-test at t > 2·sqrt(3) on 2 degrees of freedom, about
+    the 7 % level: more seeds make it stricter. Raises ValueError for estimates at different N (FD is
     biased by N), or without a spread (one value and no known sd); TypeError for anything but Estimates.
     """
     if not isinstance(a, Estimate) or not isinstance(b, Estimate):
