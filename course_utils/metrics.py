@@ -253,6 +253,15 @@ def confident_and_balanced(probs: torch.Tensor, threshold: float = 0.9) -> Confi
     return ConfidentAndBalanced(confident.double().mean().item(), shares, threshold)
 
 
+def _confidence_lines(c: ConfidentAndBalanced, sd: float | None = None) -> str:
+    """The confident share (with its sd if given) and the per-digit shares, as two report lines."""
+    spread = f" ± {100 * sd:.1f}" if sd is not None else ""
+    shares = " ".join(f"{100 * s:.0f}" for s in c.class_shares)
+    return (f"  confident (top class p >= {c.threshold}): {100 * c.confident_share:.1f}{spread} %\n"
+            f"  digits 0-9 among them (%): {shares}"
+            f" ({'balanced' if c.balanced else 'unbalanced'}: each within 5-15 %)\n")
+
+
 @dataclass
 class SampleQuality:
     """What the earlier, biased `mnist_sample_quality` measured (kept for chapters stored with it)."""
@@ -275,13 +284,9 @@ class SampleQuality:
                 "fd_ratio": self.fd_ratio}
 
     def __str__(self) -> str:
-        c = self.confidence
-        shares = " ".join(f"{100 * s:.0f}" for s in c.class_shares)
         return (f"{self.n} samples, scored by a small MNIST classifier:\n"
-                f"  confident (top class p >= {c.threshold}): {100 * c.confident_share:.1f} %\n"
-                f"  digits 0-9 among them (%): {shares}"
-                f" ({'balanced' if c.balanced else 'unbalanced'}: each within 5-15 %)\n"
-                f"  Fréchet distance {self.frechet:.2f} = {self.fd_ratio:.2f} × real-vs-real "
+                + _confidence_lines(self.confidence)
+                + f"  Fréchet distance {self.frechet:.2f} = {self.fd_ratio:.2f} × real-vs-real "
                 f"({self.real_frechet:.2f})")
 
     __repr__ = __str__
@@ -574,15 +579,10 @@ class MnistScores:
         return figures
 
     def __str__(self) -> str:
-        c = self.confidence
-        shares = " ".join(f"{100 * s:.0f}" for s in c.class_shares)
         return (f"{self.n} samples; classifier features; {self.draws} random draws of {self.n} test digits "
                 f"(mean ± sd over draws):\n"
-                f"  confident (top class p >= {c.threshold}): {100 * c.confident_share:.1f} ± "
-                f"{100 * self.confident.std:.1f} %\n"
-                f"  digits 0-9 among them (%): {shares}"
-                f" ({'balanced' if c.balanced else 'unbalanced'}: each within 5-15 %)\n"
-                f"  FD to test digits {self.fd}; test-vs-test floor {self.floor}; "
+                + _confidence_lines(self.confidence, self.confident.std)
+                + f"  FD to test digits {self.fd}; test-vs-test floor {self.floor}; "
                 f"training vs test {self.train_vs_test}\n"
                 f"  FD over the test-vs-test floor: {self.fd_over_floor}")
 
