@@ -52,8 +52,8 @@ def test_chapter_has_colab_setup_and_checked_cells(path):
     assert any("google.colab" in s and "%pip install" in s for s in code[:3]), "no Colab install cell near the top"
     checked = [c for c in nb.cells if "nbval-check-output" in c.metadata.get("tags", [])]
     assert checked, "no cell is tagged nbval-check-output"
-    for cell in checked:
-        assert cell.source.startswith("# NBVAL_CHECK_OUTPUT"), "a checked cell lacks its visible marker comment"
+    for cell in checked:  # nbval reads the tag; the reader should not see test machinery
+        assert "NBVAL_CHECK_OUTPUT" not in cell.source, "a checked cell shows a NBVAL_CHECK_OUTPUT comment"
         if any(word in cell.source for word in ("randn", "rand(", "randint", "random")):
             assert "seed" in cell.source, "a checked cell that draws random numbers must seed them"
 
