@@ -1,5 +1,7 @@
 """The DDPM sampling loop written in chapter 2 (kept identical to the chapter's cell), and a batched wrapper."""
 
+import inspect
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -8,25 +10,36 @@ from tqdm.auto import tqdm
 @torch.no_grad()
 def ddpm_sample(model, scheduler, n_images: int, n_inference_steps: int, seed: int,
                 n_snapshots: int = 8):
-    """Run the scheduler's step loop; return the images and snapshots of x_t and x̂0."""
+    """Run the scheduler's step loop; return the images and snapshots of x_t and x̂0.
+
+    Works with any diffusers scheduler: `scale_model_input` is the identity for DDPM,
+    DDIM and DPM-Solver, and divides by sqrt(sigma^2 + 1) for Euler, Heun and LMS;
+    the generator goes only to schedulers whose `step` draws noise."""
     generator = torch.Generator().manual_seed(seed)
     scheduler.set_timesteps(n_inference_steps)
+    step_options = {}
+    if "generator" in inspect.signature(scheduler.step).parameters:
+        step_options["generator"] = generator
     device = next(model.parameters()).device
     size, channels = model.config.sample_size, model.config.in_channels
     x = torch.randn(n_images, channels, size, size, generator=generator).to(device)
-    x = x * scheduler.init_noise_sigma  # 1 for DDPM and DDIM
-    snapshot_at = np.linspace(0, n_inference_steps - 1, n_snapshots).round().astype(int)
+    x = x * scheduler.init_noise_sigma  # 1 for DDPM and DDIM, sigma_max for Euler
+    n_calls = len(scheduler.timesteps)  # Heun calls the model twice per step
+    snapshot_at = np.linspace(0, n_calls - 1, n_snapshots).round().astype(int)
     snapshot_at = set(snapshot_at.tolist())
     xs, x0s, labels = [], [], []
     model.eval()
     for i, t in enumerate(tqdm(scheduler.timesteps, desc="sampling")):
+        model_input = scheduler.scale_model_input(x, t)
         # float(): under bf16 autocast, do the scheduler's arithmetic in float32
-        model_output = model(x, t).sample.float()
-        output = scheduler.step(model_output, t, x, generator=generator)
+        model_output = model(model_input, t).sample.float()
+        output = scheduler.step(model_output, t, x, **step_options)
         if i in snapshot_at:
             xs.append(x.cpu())
-            x0s.append(output.pred_original_sample.cpu())
-            labels.append(f"t = {int(t)}")
+            # DPM-Solver++ reports no x̂0: its snapshots hold None
+            x0 = getattr(output, "pred_original_sample", None)
+            x0s.append(None if x0 is None else x0.cpu())
+            labels.append(f"t = {float(t):.0f}")
         x = output.prev_sample
     return x.cpu(), xs, x0s, labels
 
