@@ -40,9 +40,11 @@ def _display_range(batch: torch.Tensor, value_range: tuple[float, float]) -> tor
 
 
 def plot_trajectory(xs: Sequence[torch.Tensor], x0_preds: Sequence[torch.Tensor] | None = None,
-                    step_labels: Sequence[str] | None = None, max_images: int = 8,
+                    step_labels: Sequence[str] | None = None, max_images: int = 4,
                     title: str = "Sampling trajectory", value_range: tuple[float, float] = (-1, 1)) -> Figure:
-    """Rows = steps; columns = the current sample x and (if given) the model's predicted clean image x̂0."""
+    """Rows = steps; columns = the current sample x and (if given) the model's predicted clean image x̂0.
+
+    Shows the first `max_images` images of each step (4 by default, so each is large enough to read)."""
     xs = _as_steps(xs, "xs")
     columns = [("current sample x", xs)]
     if x0_preds is not None:
@@ -56,8 +58,10 @@ def plot_trajectory(xs: Sequence[torch.Tensor], x0_preds: Sequence[torch.Tensor]
         raise ValueError(f"got {len(step_labels)} step labels for {len(xs)} steps")
     n = min(max_images, xs[0].shape[0])
     h, w = xs[0].shape[-2:]
+    inches = 0.85  # per image: large enough to read a 28-pixel digit in a 7-inch column
     fig, axes = new_figure(len(xs), len(columns),
-                           figsize=(len(columns) * (n * (w + 2) / 28 * 0.6 + 0.3), len(xs) * (h + 2) / 28 * 0.6 + 0.8))
+                           figsize=(len(columns) * (n * (w + 2) / 28 * inches + 0.5),
+                                    len(xs) * (h + 2) / 28 * inches + 0.8))
     for row in range(len(xs)):
         for col, (name, steps) in enumerate(columns):
             ax = axes[row, col]
