@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import io
 from typing import Any, Sequence
 
@@ -77,6 +78,32 @@ def plot_trajectory(xs: Sequence[torch.Tensor], x0_preds: Sequence[torch.Tensor]
     return fig
 
 
+# matplotlib's player draws its buttons with Font Awesome from a CDN: text symbols work offline
+_BUTTON_SYMBOLS = {
+    "fa fa-minus": "−", "fa fa-fast-backward": "⏮", "fa fa-step-backward": "◀︎|",
+    "fa fa-play fa-flip-horizontal": "◀︎", "fa fa-pause": "⏸︎", "fa fa-play": "▶︎",
+    "fa fa-step-forward": "|▶︎", "fa fa-fast-forward": "⏭", "fa fa-plus": "+",
+}
+_CDN_STYLESHEET = re.compile(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">\s*')
+_OPENS_ON_LAST_FRAME = "/* the course: open on the last frame */"
+_NEW_ANIMATION = re.compile(r"(anim\w+) = new Animation\(([^;]*)\);")
+
+
+def offline_animation_html(html: str) -> str:
+    """matplotlib's `to_jshtml` output made to work offline and open on its last frame.
+
+    Drops the Font Awesome stylesheet (fetched from a CDN) for text symbols on the buttons, and shows the last
+    frame (the finished samples) until the reader presses play, instead of the pure-noise first frame.
+    Idempotent: already converted HTML comes back unchanged."""
+    html = _CDN_STYLESHEET.sub("", html)
+    for icon, symbol in _BUTTON_SYMBOLS.items():
+        html = html.replace(f'<i class="{icon}"></i>', symbol)
+    if _OPENS_ON_LAST_FRAME not in html:
+        html = _NEW_ANIMATION.sub(rf"\1 = new Animation(\2);\n        \1.last_frame();  {_OPENS_ON_LAST_FRAME}",
+                                  html)
+    return html
+
+
 class TrajectoryAnimation:
     """A matplotlib animation that plays in notebooks and the book (HTML) and falls back to its last frame (PNG)."""
 
@@ -85,8 +112,8 @@ class TrajectoryAnimation:
         self.last_frame_png = last_frame_png
 
     def to_html(self) -> str:
-        """The animation as self-contained HTML with play controls."""
-        return self.animation.to_jshtml(default_mode="once")
+        """The animation as self-contained HTML with play controls, opening on its last frame."""
+        return offline_animation_html(self.animation.to_jshtml(default_mode="once"))
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict[str, Any]:
         return {

@@ -113,3 +113,15 @@ def test_the_number_finder_finds_what_it_should():
     assert matches("41.4%", ["0.414"]) and matches("1,232", ["1232"]) and not matches("3.17", ["3.1"])
     assert prose_numbers("extrapolates to −0.6 ± 1.9") == ["−0.6", "1.9"]
     assert matches("−0.6", ["-0.6"]) and not matches("−0.6", ["0.6"])
+
+
+BENCHMARK_README = Path(__file__).resolve().parents[1] / "benchmarks" / "README.md"
+
+
+@pytest.mark.parametrize("chapter, number, source",
+                         [(chapter, number, source) for chapter, table in CONSTANTS.items()
+                          for number, source in table.items() if source.startswith("benchmarks/README.md")])
+def test_numbers_quoted_from_the_benchmarks_are_in_their_tables(chapter, number, source):
+    # a chapter that quotes the benchmark must quote what the benchmark's README reports
+    reported = PRINTED_NUMBER.findall(BENCHMARK_README.read_text())
+    assert matches(number, reported), f"{chapter} quotes {number} ({source}), which benchmarks/README.md does not"

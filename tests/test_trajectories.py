@@ -1,8 +1,13 @@
+import json
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from matplotlib.figure import Figure
 
-from course_utils.trajectories import TrajectoryAnimation, animate_trajectory, plot_trajectory
+from course_utils.trajectories import (TrajectoryAnimation, animate_trajectory, offline_animation_html,
+                                       plot_trajectory)
 
 
 def _steps(n=3, shape=(4, 1, 8, 8)):
@@ -61,3 +66,22 @@ def test_animate_trajectory_plays_as_html_and_falls_back_to_png():
 def test_animate_trajectory_rejects_malformed_input(kwargs, error):
     with pytest.raises(error):
         animate_trajectory(**kwargs)
+
+
+def test_animation_html_needs_no_other_host_and_opens_on_its_last_frame():
+    # matplotlib's player loads Font Awesome from a CDN (fails offline) and opens on frame 0 (pure noise)
+    animation = animate_trajectory([torch.rand(4, 1, 8, 8) for _ in range(3)], value_range=(0, 1))
+    html = animation.to_html()
+    assert "http" not in html and "fa fa-" not in html
+    assert re.search(r"(anim\w+) = new Animation\([^;]*\);\s*\1\.last_frame\(\);", html)
+    assert offline_animation_html(html) == html  # idempotent
+
+
+def test_stored_animations_need_no_other_host():
+    notebooks = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for path in notebooks:
+        for cell in json.loads(path.read_text())["cells"]:
+            for output in cell.get("outputs", []):
+                html = "".join(output.get("data", {}).get("text/html", ""))
+                if "new Animation(" in html:
+                    assert offline_animation_html(html) == html, f"{path.name}: an animation from before the fix"
