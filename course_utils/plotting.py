@@ -10,6 +10,7 @@ from matplotlib.axes import Axes
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from PIL import Image
 
 from .data import pil_to_tensor
@@ -171,14 +172,24 @@ def plot_scheduler(*schedules: Any, labels: Sequence[str] | None = None, log_snr
     ax.set_xlabel("timestep t")
     ax.set_ylabel("coefficient")
     ax.set_title(f"{title}: signal (solid) and noise (dashed)")
-    ax.legend(fontsize="small")
+    # one entry per schedule (the title says which line is which), below the panel:
+    # a legend inside the axes would cover the curves
+    _legend_below(ax, labels)
     if log_snr:
         axes[1, 0].set_xlabel("timestep t")
         axes[1, 0].set_ylabel("log SNR = log(signal² / noise²)")
         axes[1, 0].set_title(f"{title}: log signal-to-noise ratio")
-        axes[1, 0].legend(fontsize="small")
+        _legend_below(axes[1, 0], labels)
     fig.tight_layout()
     return fig
+
+
+def _legend_below(ax: Axes, labels: Sequence[str]) -> None:
+    """The schedules' colours, in 9-pt text, under the axes: outside the data."""
+    handles = [Line2D([], [], color=f"C{i}") for i in range(len(labels))]
+    ncol = len(labels) if sum(len(label) for label in labels) <= 60 else 2
+    ax.legend(handles, list(labels), loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              ncol=min(ncol, len(labels)), fontsize=9, frameon=False)
 
 
 def plot_noising(images: torch.Tensor, scheduler: Any, timesteps: Sequence[int], noise: torch.Tensor | None = None,

@@ -75,6 +75,21 @@ def test_plot_scheduler_labels_lines_and_log_snr():
     assert 9 < y[0] < 9.5 and -10.5 < y[-1] < -9.8
 
 
+def test_plot_scheduler_legends_sit_outside_the_data():
+    """Issue 26: a legend inside the axes covered the curves; its text is >= 9 pt."""
+    cosine = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
+    fig = plot_scheduler(DDPMScheduler(), cosine, labels=["linear", "cosine"],
+                         log_snr=True)
+    fig.canvas.draw()
+    boxes = [ax.get_window_extent() for ax in fig.axes]
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        assert legend is not None
+        box = legend.get_window_extent()
+        assert not any(box.overlaps(other) for other in boxes), "a legend covers a plot"
+        assert all(t.get_fontsize() >= 9 for t in legend.get_texts())
+        assert [t.get_text() for t in legend.get_texts()] == ["linear", "cosine"]
+
 def test_plot_scheduler_rejects_bad_input():
     with pytest.raises(ValueError, match="at least one"):
         plot_scheduler()

@@ -73,35 +73,73 @@ def check_beta_end(beta_end_for: Callable) -> CheckResult:
                          "to 0.1 %")
 
 
+def _vp_at(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor
+           ) -> torch.Tensor:
+    """√ᾱ x_0 + √(1 − ᾱ) ε with one ᾱ per image."""
+    alpha_bar = alpha_bar.view(-1, 1, 1, 1)
+    return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+
 def check_noise_to_snr(noise_to_snr: Callable) -> CheckResult:
-    """Check `noise_to_snr(x0, noise, snr)`: the VP x_t whose SNR is snr, one SNR per image."""
+    """Check `noise_to_snr(x0, noise, snr)`: the VP x_t whose SNR is snr, one per image.
+
+    Two batches of different sizes and shapes (a reshape to a fixed batch fails the
+    second), compared by value, so any right way of writing ᾱ passes; the usual slips
+    get a hint.
+    """
     g = torch.Generator().manual_seed(1)
-    x0 = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
-    noise = torch.randn(3, 1, 8, 8, generator=g)
-    snr = torch.tensor([100.0, 1.0, 0.01])
-    result, err = _call(noise_to_snr, x0, noise, snr, name="noise_to_snr")
-    if err:
-        return _report(False, err)
-    result, err = _as_tensor(result, tuple(x0.shape), "noise_to_snr")
-    if err:
-        return _report(False, err + ". Hint: reshape the (B,) SNRs to (B, 1, 1, 1)")
-    x0, noise, snr4 = x0.double(), noise.double(), snr.double().view(-1, 1, 1, 1)
-    alpha_bar = snr4 / (1 + snr4)
-    if torch.allclose(result, alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise, atol=1e-5):
-        return _report(True, "ᾱ = SNR / (1 + SNR), then x_t = √ᾱ x_0 + √(1 − ᾱ) ε: the VP point with that SNR")
-    if torch.allclose(result, x0 + noise / snr4.sqrt(), atol=1e-5):
-        return _report(False, "that x_t has the right SNR but is the VE form (x_0 + σε): its variance grows. "
-                              "Keep the variance at 1: √ᾱ x_0 + √(1 − ᾱ) ε, with ᾱ from the SNR")
-    wrong_alpha = snr4.clamp(max=1)
-    if torch.allclose(result, wrong_alpha.sqrt() * x0 + (1 - wrong_alpha).sqrt() * noise, atol=1e-5) or \
-            torch.allclose(result, snr4.sqrt() * x0 + (1 - snr4).abs().sqrt() * noise, atol=1e-5):
-        return _report(False, "the SNR is not ᾱ: SNR = ᾱ / (1 − ᾱ); solve it for ᾱ first")
-    if torch.allclose(result, alpha_bar * x0 + (1 - alpha_bar) * noise, atol=1e-5):
-        return _report(False, "close: the coefficients are standard deviations, so they need square roots")
-    first = alpha_bar[:1]
-    if torch.allclose(result, first.sqrt() * x0 + (1 - first).sqrt() * noise, atol=1e-5):
-        return _report(False, "every image got the first image's SNR; each image has its own")
-    return _report(False, "the values are off; with SNR 100 x_t should be almost x_0, with SNR 0.01 almost noise")
+    cases = []  # (x0, noise, snr): SNRs on both sides of 1; the batch sizes differ
+    for shape, snr in [((3, 1, 8, 8), [100.0, 1.0, 0.01]),
+                       ((4, 3, 5, 7), [0.2, 30.0, 3.0, 0.05])]:
+        x0 = torch.rand(shape, generator=g) * 2 - 1
+        cases.append((x0, torch.randn(shape, generator=g), torch.tensor(snr)))
+    for x0, noise, snr in cases:
+        inputs = (x0.clone(), noise.clone(), snr.clone())  # the learner's copies
+        result, err = _call(noise_to_snr, *inputs, name="noise_to_snr")
+        if err:
+            hint = (". Hint: reshape the (B,) SNRs with .view(-1, 1, 1, 1), not to a "
+                    "fixed batch size") if "shape" in err else ""
+            return _report(False, f"with a batch of {len(snr)} images: {err}{hint}")
+        if not all(torch.equal(a, b) for a, b in zip(inputs, (x0, noise, snr))):
+            return _report(False, "noise_to_snr changed its inputs in place: do not "
+                                  "modify x0 (or noise, or snr); build a new tensor")
+        result, err = _as_tensor(result, tuple(x0.shape), "noise_to_snr")
+        if err:
+            return _report(False, f"with a batch of {len(snr)} images: {err}. Hint: "
+                                  "reshape the (B,) SNRs to (B, 1, 1, 1) with "
+                                  ".view(-1, 1, 1, 1), not a fixed batch size")
+        x0, noise, snr = x0.double(), noise.double(), snr.double()
+        alpha_bar = snr / (1 + snr)
+        if torch.allclose(result, _vp_at(x0, noise, alpha_bar), atol=1e-5):
+            continue
+        ab4 = alpha_bar.view(-1, 1, 1, 1)
+        wrong = [
+            (x0 + noise / snr.sqrt().view(-1, 1, 1, 1),
+             "that x_t has the right SNR but is the VE form (x_0 + σε): its variance "
+             "grows as the SNR falls. Keep the variance at 1: √ᾱ x_0 + √(1 − ᾱ) ε"),
+            (_vp_at(x0, noise, 1 - alpha_bar),
+             "signal and noise are swapped: the ᾱ you used is the noise's share of the "
+             "variance, 1 − ᾱ; with a large SNR x_t should be almost x_0"),
+            (_vp_at(x0, noise, snr**2 / (1 + snr**2)),
+             "the SNR is a ratio of powers (variances), ᾱ / (1 − ᾱ), not of the "
+             "coefficients √ᾱ / √(1 − ᾱ)"),
+            (_vp_at(x0, noise, snr.clamp(max=1)),
+             "the SNR is not ᾱ: SNR = ᾱ / (1 − ᾱ); solve it for ᾱ first"),
+            (ab4 * x0 + (1 - ab4) * noise,
+             "close: the coefficients are standard deviations, so they need square "
+             "roots"),
+            (_vp_at(x0, noise, alpha_bar[:1].expand(len(snr))),
+             "every image got the first image's SNR; each image has its own"),
+        ]
+        for if_wrong, hint in wrong:
+            if torch.allclose(result, if_wrong, atol=1e-5):
+                return _report(False, hint)
+        snrs = [round(v, 3) for v in snr.tolist()]
+        return _report(False, f"for SNRs {snrs} the values are off: with a large "
+                              "SNR x_t should be almost x_0, with a small one almost "
+                              "noise, and ᾱ / (1 − ᾱ) should equal snr")
+    return _report(True, "x_t = √ᾱ x_0 + √(1 − ᾱ) ε with ᾱ / (1 − ᾱ) = SNR, for two "
+                         "batch shapes: the VP point with that SNR")
 
 
 def check_snr_crossing(t_cross: object) -> CheckResult:

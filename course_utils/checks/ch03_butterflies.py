@@ -95,6 +95,31 @@ def _reference_sdedit(model, scheduler, images: torch.Tensor, noise: torch.Tenso
     return x
 
 
+def _not_1d(timesteps: object) -> str | None:
+    """How a timesteps argument to add_noise falls short of a 1-D tensor, or None."""
+    if isinstance(timesteps, torch.Tensor):
+        return "a 0-d tensor (a scalar)" if timesteps.ndim == 0 else None
+    return f"a Python {type(timesteps).__name__}"
+
+
+def _call_with_spy(sdedit: Callable, model, scheduler, *rest
+                   ) -> tuple[object, str | None, list]:
+    """Call sdedit(model, scheduler, *rest); record the timesteps it gives add_noise."""
+    seen: list = []
+    add_noise = scheduler.add_noise
+
+    def spy(*a, **kw):
+        seen.append(kw.get("timesteps", a[2] if len(a) > 2 else None))
+        return add_noise(*a, **kw)
+
+    scheduler.add_noise = spy  # an instance attribute over the class's method
+    try:
+        result, err = _call(sdedit, model, scheduler, *rest, name="sdedit")
+    finally:
+        del scheduler.add_noise
+    return result, err, seen
+
+
 def check_sdedit(sdedit: Callable) -> CheckResult:
     """Check `sdedit(model, scheduler, images, noise, strength)` for DDIM and Euler at several strengths."""
     from types import SimpleNamespace
@@ -123,8 +148,16 @@ def check_sdedit(sdedit: Callable) -> CheckResult:
             kept = [int(t) for t in scheduler.timesteps[10 - round(strength * 10):]] if strength else []
             calls.clear()
             scheduler.set_timesteps(10)  # some schedulers keep a step index: start afresh
-            result, err = _call(sdedit, toy_model, scheduler, images.clone(), noise.clone(), strength,
-                                name="sdedit")
+            result, err, seen = _call_with_spy(sdedit, toy_model, scheduler,
+                                               images.clone(), noise.clone(), strength)
+            scalar = next((_not_1d(t) for t in seen if _not_1d(t)), None)
+            if err and scalar:
+                return _report(False, f"with {name}, strength {strength}: {err}. "
+                                      f"add_noise got its timestep as {scalar}: it "
+                                      "takes a 1-D tensor, one timestep per image or "
+                                      "one for all (Euler-type schedulers loop over "
+                                      "it). timesteps[0] is 0-d; timesteps[:1], a "
+                                      "slice, is the 1-element tensor it needs")
             if err:
                 return _report(False, f"with {name}, strength {strength}: {err}")
             if calls != kept:
@@ -160,25 +193,33 @@ def check_sdedit(sdedit: Callable) -> CheckResult:
 
 
 def check_ema_update(ema_update: Callable) -> CheckResult:
-    """Check `ema_update(ema_params, params, decay)` updates each EMA tensor in place: e ← decay·e + (1−decay)·p."""
+    """Check `ema_update(ema_params, params, decay)` updates each EMA tensor in place:
+    e ← decay·e + (1−decay)·p, at two decays and on tensors of several shapes."""
     g = torch.Generator().manual_seed(5)
-    params = [torch.randn(3, 3, generator=g), torch.randn(4, generator=g)]
-    ema_params = [torch.randn(3, 3, generator=g), torch.randn(4, generator=g)]
-    before = [e.clone() for e in ema_params]
-    decay = 0.9
-    # pass a fresh list: an answer that rebinds list items (ema_params[i] = ...) changes the
-    # list, not the tensors, and so would leave a real model's EMA weights as they were
-    _, err = _call(ema_update, list(ema_params), params, decay, name="ema_update")
-    if err:
-        return _report(False, err)
-    expected = [decay * e + (1 - decay) * p for e, p in zip(before, params)]
-    if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, expected)):
-        return _report(True, "each EMA weight moves (1 − decay) of the way to the current weight")
-    if all(torch.equal(e, b) for e, b in zip(ema_params, before)):
-        return _report(False, "the EMA tensors did not change: update them in place "
-                              "(e.mul_(...).add_(...) or e.copy_(...)); ema_params[i] = ... only "
-                              "rebinds a list item and leaves the tensor as it was")
-    swapped = [(1 - decay) * e + decay * p for e, p in zip(before, params)]
-    if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, swapped)):
-        return _report(False, "decay weighs the old average, not the new weights: with decay 0.999 the average moves slowly")
-    return _report(False, "compare with e ← decay · e + (1 − decay) · p for each pair of tensors")
+    for decay, shapes in [(0.9, [(3, 3), (4,)]), (0.75, [(2, 3, 5)])]:
+        params = [torch.randn(shape, generator=g) for shape in shapes]
+        ema_params = [torch.randn(shape, generator=g) for shape in shapes]
+        before = [e.clone() for e in ema_params]
+        # pass a fresh list: an answer that rebinds list items (ema_params[i] = ...)
+        # changes the list, not the tensors, and so would leave a real model's EMA
+        # weights as they were
+        _, err = _call(ema_update, list(ema_params), params, decay, name="ema_update")
+        if err:
+            return _report(False, err)
+        expected = [decay * e + (1 - decay) * p for e, p in zip(before, params)]
+        if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, expected)):
+            continue
+        if all(torch.equal(e, b) for e, b in zip(ema_params, before)):
+            return _report(False, "the EMA tensors did not change: update them in "
+                                  "place (e.mul_(...).add_(...) or e.copy_(...)); "
+                                  "ema_params[i] = ... only rebinds a list item and "
+                                  "leaves the tensor as it was")
+        swapped = [(1 - decay) * e + decay * p for e, p in zip(before, params)]
+        if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, swapped)):
+            return _report(False, "decay weighs the old average, not the new weights: "
+                                  "with decay 0.999 the average moves slowly")
+        return _report(False, f"with decay {decay}: compare with "
+                              "e ← decay · e + (1 − decay) · p for each pair of "
+                              "tensors, using the decay you are given")
+    return _report(True, "each EMA weight moves (1 − decay) of the way to the current "
+                         "weight")
