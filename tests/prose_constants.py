@@ -40,9 +40,15 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "10%": "the chapter's rule for keeping bf16 (its code compares times with a factor 0.9)",
         "0.999": "an example decay d (the chapter's prose)",
         "0.75": "the cpu preset's ema_power (TrainConfig in the chapter's code)",
+        "-0.75": "the EMA warm-up's exponent, minus the cpu preset's ema_power (TrainConfig)",
         "0.85": "ema_power of the benchmark's third run (benchmarks/README.md, train_unconditional.py)",
         "0.05": "an example error of an eps-prediction (the chapter's prose)",
         "0.9": "a strength for exercise 3.2's try-it step (the exercise's own choice)",
+        "0.9999": "the cpu preset's ema_decay, the cap of its EMA warm-up (TrainConfig "
+                  "in the chapter's code; also the benchmark's ema_power 0.85 run)",
+        "0.998": "benchmarks/README.md: the EMA cap of the emoji-v-bf16 run (its recipe in "
+                 "results/train_unconditional.jsonl: 'EMA 0.998')",
+        "0.9967": "derived: 1 - 1/2001**0.75 = 0.99666 (exercise 3.3's answer)",
     },
     "04_ddpm_from_scratch.ipynb": {
         "1,062,497": "output of 02_basic_unet_mnist.ipynb (its DDPM model's parameter count)",

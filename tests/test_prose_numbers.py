@@ -19,7 +19,7 @@ from prose_constants import CONSTANTS, PENDING
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
-PROSE_NUMBER = re.compile(r"(?<![\w.§:/\-])(−?(?:\d+(?:\.\d+)?\s?%|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+))(?![\w.]\d)")
+PROSE_NUMBER = re.compile(r"(?<![\w.§:/\-])([−-]?(?:\d+(?:\.\d+)?\s?%|\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+))(?![\w.]\d)")
 PRINTED_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})\s*(\{[^}]*\})?")
 
@@ -113,6 +113,8 @@ def test_the_number_finder_finds_what_it_should():
     assert matches("41.4%", ["0.414"]) and matches("1,232", ["1232"]) and not matches("3.17", ["3.1"])
     assert prose_numbers("extrapolates to −0.6 ± 1.9") == ["−0.6", "1.9"]
     assert matches("−0.6", ["-0.6"]) and not matches("−0.6", ["0.6"])
+    # an ASCII minus in LaTeX is a sign; in a range such as 5-15 % it is not
+    assert prose_numbers("shifts $-2.77$ and $(-1.39)$; each within 5-15 %") == ["-2.77", "-1.39"]
 
 
 BENCHMARK_README = Path(__file__).resolve().parents[1] / "benchmarks" / "README.md"
