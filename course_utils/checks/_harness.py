@@ -49,5 +49,15 @@ def _as_tensor(result: object, shape: tuple[int, ...], name: str) -> tuple[torch
     return result.double(), None
 
 
+def _tensor_result(fn: Callable, *args, shape: tuple[int, ...], name: str
+                   ) -> tuple[torch.Tensor | None, str | None]:
+    """Call the learner's function and check it returned a tensor of `shape`: (result as float64, None), or
+    (None, a message saying what went wrong)."""
+    result, err = _call(fn, *args, name=name)
+    if err:
+        return None, err
+    return _as_tensor(result, shape, name)
+
+
 def _linear_betas(n: int = 1000) -> torch.Tensor:
     return torch.linspace(1e-4, 0.02, n, dtype=torch.float64)

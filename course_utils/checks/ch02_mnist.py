@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from ._harness import CheckResult, _as_tensor, _call, _report
+from ._harness import CheckResult, _as_tensor, _call, _tensor_result, _report
 
 
 def _ddpm_scheduler():
@@ -58,10 +58,8 @@ def check_ddpm_step(ddpm_step: Callable) -> CheckResult:
         # diffusers draws the step's noise z from the generator it is given: draw the same z for the learner
         noise = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(10 + t))
         expected = scheduler.step(eps, t, x_t, generator=torch.Generator().manual_seed(10 + t)).prev_sample.double()
-        result, err = _call(ddpm_step, x_t, eps, t, scheduler, noise, name="ddpm_step")
-        if err:
-            return _report(False, err)
-        result, err = _as_tensor(result, tuple(x_t.shape), "ddpm_step")
+        result, err = _tensor_result(ddpm_step, x_t, eps, t, scheduler, noise, shape=tuple(x_t.shape),
+                                     name="ddpm_step")
         if err:
             return _report(False, err)
         if torch.allclose(result, expected, atol=1e-4):

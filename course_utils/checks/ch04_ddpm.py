@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from ._harness import CheckResult, _as_tensor, _call, _linear_betas, _report
+from ._harness import CheckResult, _as_tensor, _call, _tensor_result, _linear_betas, _report
 
 
 def _cumprod_prev(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -98,11 +98,8 @@ def check_posterior_mean(posterior_mean: Callable) -> CheckResult:
             # the ε-form mean of Algorithm 2 (the chapter's reverse_step without noise) is the same Gaussian's mean
             expected = reverse_step(x_t.double(), eps.double(), t, t - 1, alphas_cumprod.double(),
                                     torch.zeros_like(x_t).double())
-            result, err = _call(posterior_mean, x_t.clone(), x0.clone(), t, alphas_cumprod.clone(),
-                                name="posterior_mean")
-            if err:
-                return _report(False, err)
-            result, err = _as_tensor(result, tuple(x_t.shape), "posterior_mean")
+            result, err = _tensor_result(posterior_mean, x_t.clone(), x0.clone(), t, alphas_cumprod.clone(),
+                                         shape=tuple(x_t.shape), name="posterior_mean")
             if err:
                 return _report(False, err)
             if torch.allclose(result, expected, atol=1e-4):
@@ -134,11 +131,8 @@ def check_q_sample_from(q_sample_from: Callable) -> CheckResult:
         for s, t in ((0, 10), (100, 600), (998, 999)):
             ratio = (alphas_cumprod[t] / alphas_cumprod[s]).double()
             expected = ratio.sqrt() * x_s.double() + (1 - ratio).sqrt() * noise.double()
-            result, err = _call(q_sample_from, x_s.clone(), s, t, noise.clone(), alphas_cumprod.clone(),
-                                name="q_sample_from")
-            if err:
-                return _report(False, err)
-            result, err = _as_tensor(result, tuple(x_s.shape), "q_sample_from")
+            result, err = _tensor_result(q_sample_from, x_s.clone(), s, t, noise.clone(), alphas_cumprod.clone(),
+                                         shape=tuple(x_s.shape), name="q_sample_from")
             if err:
                 return _report(False, err)
             if torch.allclose(result, expected, atol=1e-4):

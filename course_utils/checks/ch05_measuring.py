@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._harness import CheckResult, _as_tensor, _call, _report
+from ._harness import CheckResult, _call, _tensor_result, _report
 
 
 def check_frechet_diagonal(frechet_diagonal: Callable) -> CheckResult:
@@ -50,10 +50,7 @@ def check_eps_from_v(eps_from_v: Callable) -> CheckResult:
     alpha_bar = torch.tensor([0.99, 0.5, 0.01]).view(-1, 1, 1, 1)
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
     v = alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
-    result, err = _call(eps_from_v, x_t, v, alpha_bar, name="eps_from_v")
-    if err:
-        return _report(False, err)
-    result, err = _as_tensor(result, tuple(x_t.shape), "eps_from_v")
+    result, err = _tensor_result(eps_from_v, x_t, v, alpha_bar, shape=tuple(x_t.shape), name="eps_from_v")
     if err:
         return _report(False, err)
     if torch.allclose(result, eps.double(), atol=1e-4):
