@@ -178,10 +178,29 @@ def test_load_or_train_time_unet_loads_the_saved_model_else_trains(tmp_path, mon
     trained = ddpm.load_or_train_time_unet(dataloader, ALPHAS_CUMPROD, n_steps=2)
     assert isinstance(trained, ddpm.TimeUNet) and not trained.training
     assert not (tmp_path / "ch04_time_unet" / "ema_model.pt").exists()  # training does not save
-    torch.save(trained.state_dict(), tmp_path / "ch04_time_unet" / "ema_model.pt")
+    saved = tmp_path / "ch04_time_unet" / "ema_model.pt"
+    torch.save({"state_dict": trained.state_dict(), "n_steps": 2}, saved)
     loaded = ddpm.load_or_train_time_unet(dataloader, ALPHAS_CUMPROD, n_steps=2)
     assert not loaded.training
     assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()))
+
+
+@pytest.mark.parametrize("checkpoint", ["shorter", "no length"])
+def test_load_or_train_time_unet_refuses_a_model_trained_for_fewer_steps(tmp_path, monkeypatch, checkpoint):
+    # a quick-mode model of a few steps must not stand in for the full one a later chapter asks for
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    dataloader = torch.utils.data.DataLoader(_Images(32), batch_size=8, shuffle=True,
+                                             generator=torch.Generator().manual_seed(0))
+    short = ddpm.TimeUNet()
+    with torch.no_grad():
+        for parameter in short.parameters():
+            parameter.fill_(0.5)  # unmistakably not a trained model
+    saved = tmp_path / "ch04_time_unet" / "ema_model.pt"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": short.state_dict(), "n_steps": 1} if checkpoint == "shorter" else short.state_dict(),
+               saved)
+    model = ddpm.load_or_train_time_unet(dataloader, ALPHAS_CUMPROD, n_steps=2)
+    assert not all(torch.equal(a, b) for a, b in zip(short.state_dict().values(), model.state_dict().values()))
 
 
 def test_solver_sample_drives_deterministic_and_option_taking_schedulers():
