@@ -68,3 +68,31 @@ def test_one_repository_url_for_colab_installs_and_links():
     assert {repo for repo, _ in links} == {owner_repo}
     chapters = {p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
     assert {name for _, name in links} == chapters, "every chapter needs exactly its own Colab link in the README"
+
+
+def test_chapter_names_agree_in_the_intro_the_instructors_guide_and_the_chapters():
+    # The sidebar and the page title show a chapter's first heading; the intro's table and the instructors' guide
+    # must call each chapter by the same name.
+    import json
+
+    intro = (ROOT / "book" / "intro.md").read_text()
+    instructors = (ROOT / "book" / "instructors.md").read_text()
+    for notebook in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        headings = [line[2:].strip() for cell in cells if cell["cell_type"] == "markdown"
+                    for line in "".join(cell["source"]).splitlines() if line.startswith("# ")]
+        assert headings, f"{notebook.name} has no title"
+        title = headings[0]
+        assert f"[{title}](../notebooks/{notebook.name})" in intro, f"the intro's table does not name {title!r}"
+        assert f"\n### {title}\n" in instructors, f"the instructors' guide has no section {title!r}"
+
+
+def test_the_animations_cdn_stylesheet_is_dropped_from_pages():
+    # matplotlib's animation player links Font Awesome from a CDN; the book drops the link (the theme's own Font
+    # Awesome draws the icons), so no page reaches another host.
+    drop = _extension().drop_offsite_font_awesome
+    body = ('<div class="output text_html">\n<link rel="stylesheet"\nhref="https://maxcdn.bootstrapcdn.com/'
+            'font-awesome/4.4.0/css/font-awesome.min.css">\n<script language="javascript">')
+    context = {"body": body}
+    drop(None, "notebooks/02", "page.html", context, None)
+    assert context["body"] == '<div class="output text_html">\n<script language="javascript">'

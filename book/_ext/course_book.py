@@ -1,4 +1,5 @@
-"""Book extras: MathJax served locally when fetched (maths renders offline), and a run note under each chapter."""
+"""Book extras: MathJax served locally when fetched (maths renders offline), no stylesheet from another host in the
+animations, per-chapter exercise numbers, and a run note under each chapter."""
 
 import json
 import re
@@ -101,10 +102,23 @@ def drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> Non
     scripts[:] = kept
 
 
+# matplotlib's animations (to_jshtml) link Font Awesome 4 from a CDN for their buttons' icons: offline that is a
+# failed request and a console error. The theme already ships Font Awesome 6 (scripts/fontawesome.js), which draws
+# the same `fa fa-play`-style icons (the old names are aliases there), so the link can go.
+OFFSITE_FONT_AWESOME = re.compile(r'<link\s+rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*"\s*/?>\s*')
+
+
+def drop_offsite_font_awesome(app, pagename, templatename, context, doctree) -> None:
+    """Remove the animations' Font Awesome stylesheet links to a CDN from the page body."""
+    if "body" in context:
+        context["body"] = OFFSITE_FONT_AWESOME.sub("", context["body"])
+
+
 def setup(app):
     app.add_directive("course-run-times", _run_times_directive())
     app.connect("config-inited", use_local_mathjax)
     app.connect("doctree-read", add_run_note)
     app.connect("env-get-updated", number_exercises_per_chapter, priority=900)  # after Sphinx's numbering
     app.connect("html-page-context", drop_duplicate_scripts, priority=900)
+    app.connect("html-page-context", drop_offsite_font_awesome)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
