@@ -3,6 +3,7 @@ wrong, a safe call of the learner's function, and shape checks."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Callable
 
 import torch
@@ -23,6 +24,11 @@ class CheckResult:
 
     def __repr__(self) -> str:
         return self.message
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        # in a notebook: wrapped to the book's code width, so the result fits the column on any screen
+        printer.text("\n".join(textwrap.fill(line, width=88, subsequent_indent="  ", break_long_words=False,
+                                              break_on_hyphens=False) for line in self.message.splitlines()))
 
 
 def _report(ok: bool, message: str) -> CheckResult:
