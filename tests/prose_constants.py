@@ -13,6 +13,10 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "0.002": "Karras et al. 2022, Table 1: sigma_min",
         "3.5": "the extremes of 784 standard Gaussian pixels (the expected maximum is about 3.0-3.5)",
         "0.01365": "exercise 1.1's answer for alpha_bar_T = 1e-3 (bisection: 0.013650; check_beta_end's case)",
+        "0.1%": "check_beta_end's tolerance: |log alpha_bar_T - log target| < 1e-3, i.e. alpha_bar_T within 0.1 % "
+                "(course_utils/checks/ch01_noise.py)",
+        "3%": "derived: the −Σβ shortcut's error on ᾱ_T, 3.1 % (linear schedule, target 1e-3: its beta_end "
+              "2 * -log(1e-3) / 1000 - 1e-4 = 0.013716 gives alpha_bar_T = 9.69e-4 by the float64 product)",
     },
     "02_basic_unet_mnist.ipynb": {
         "2.4": "diffusers DDPMScheduler(beta_schedule='squaredcos_cap_v2').alphas_cumprod[999] = 2.4e-9",

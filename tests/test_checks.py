@@ -1,5 +1,7 @@
 """Every exercise check accepts the right answer and rejects typical wrong ones with a hint."""
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -31,6 +33,56 @@ def test_check_corrupt():
     assert "function" in repr(check_corrupt(42))
 
 
+
+def test_check_corrupt_accepts_right_answers_written_differently():
+    def by_lerp(x, noise, amount):
+        return torch.lerp(x, noise, amount.view(-1, 1, 1, 1))
+
+    def by_difference(x, noise, amount):  # x + a (ε − x)
+        return x + amount[:, None, None, None] * (noise - x)
+
+    def in_float64(x, noise, amount):
+        a = amount.double().reshape(len(amount), 1, 1, 1)
+        return x.double() * (1 - a) + noise.double() * a
+
+    for answer in (by_lerp, by_difference, in_float64):
+        result = check_corrupt(answer)
+        assert result, f"{answer.__name__}: {result}"
+
+
+def test_check_corrupt_names_the_usual_slips():
+    def not_broadcast(x, noise, amount):  # (B,) against (B, C, H, W): a RuntimeError
+        return x * (1 - amount) + noise * amount
+
+    def own_noise(x, noise, amount):
+        amount = amount.view(-1, 1, 1, 1)
+        return x * (1 - amount) + torch.randn_like(x) * amount
+
+    def no_noise(x, noise, amount):
+        return x * (1 - amount.view(-1, 1, 1, 1))
+
+    def first_amount(x, noise, amount):
+        return x * (1 - amount[0]) + noise * amount[0]
+
+    def swapped(x, noise, amount):
+        amount = amount.view(-1, 1, 1, 1)
+        return noise * (1 - amount) + x * amount
+
+    result = check_corrupt(not_broadcast)
+    assert not result and "view(-1, 1, 1, 1)" in repr(result)
+    for answer in (own_noise, no_noise):
+        result = check_corrupt(answer)
+        message = repr(result)
+        assert not result and "use the noise you were given" in message, answer.__name__
+    result = check_corrupt(first_amount)
+    assert not result and "amount[0]" in repr(result)
+    result = check_corrupt(swapped)
+    assert not result and "swapped" in repr(result)
+    # the reshape hint only when the shape is wrong, not for a result of another type
+    assert "reshape" in repr(check_corrupt(lambda x, noise, amount: x[0]))
+    result = check_corrupt(lambda x, noise, amount: x.tolist())
+    assert not result and "reshape" not in repr(result)
+
 def _beta_end_by_bisection(target, beta_start, n_steps):
     low, high = beta_start, 0.999
     for _ in range(60):
@@ -51,6 +103,22 @@ def test_check_beta_end():
     assert "[β_start, 1)" in repr(check_beta_end(lambda target, b0, n: -1.0))
     # a one-element tensor is a number too
     assert check_beta_end(lambda target, b0, n: torch.tensor(_beta_end_by_bisection(target, b0, n)))
+
+
+def test_check_beta_end_is_quiet_about_a_bisection_the_wrong_way():
+    def wrong_way(target, beta_start, n_steps):  # ends at β_end ≈ 0.999, where ᾱ_T = 0
+        low, high = beta_start, 0.999
+        for _ in range(60):
+            middle = (low + high) / 2
+            betas = torch.linspace(beta_start, middle, n_steps, dtype=torch.float64)
+            too_much_signal = torch.prod(1 - betas) > target
+            low, high = (low, middle) if too_much_signal else (middle, high)
+        return (low + high) / 2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's divide-by-zero warning would raise
+        result = check_beta_end(wrong_way)
+    assert not result and "your β_end" in repr(result)
 
 
 def test_check_noise_to_snr():
@@ -128,12 +196,30 @@ def test_check_noise_to_snr_rejects_plausible_wrong_answers_with_a_hint():
     assert not result and "do not modify x0" in repr(result)
 
 
+def test_check_noise_to_snr_names_broadcasting_and_ignored_noise():
+    def not_broadcast(x0, noise, snr):  # (B,) against (B, C, H, W): a RuntimeError
+        alpha_bar = snr / (1 + snr)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+    def own_noise(x0, noise, snr):
+        alpha_bar = (snr / (1 + snr)).view(-1, 1, 1, 1)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * torch.randn_like(x0)
+
+    result = check_noise_to_snr(not_broadcast)
+    assert not result and "raised RuntimeError" in repr(result)
+    assert "(B, 1, 1, 1)" in repr(result)
+    result = check_noise_to_snr(own_noise)
+    assert not result and "use the noise you were given" in repr(result)
+
+
 def test_check_snr_crossing():
     assert check_snr_crossing(259)
     assert check_snr_crossing(torch.tensor(259))
     assert check_snr_crossing(np.int64(259))  # what np.argmax returns
     assert "too late" in repr(check_snr_crossing(np.int64(600)))
     assert "off by one" in repr(check_snr_crossing(258))
+    result = check_snr_crossing(260)  # the paper's 1-based t
+    assert not result and "0-based" in repr(result)
     assert "too late" in repr(check_snr_crossing(600))
     assert not check_snr_crossing(None)
     assert not check_snr_crossing(259.0)

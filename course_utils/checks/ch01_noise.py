@@ -10,30 +10,63 @@ import torch
 from ._harness import CheckResult, _as_tensor, _call, _linear_betas, _report
 
 
+_BROADCAST_ERROR = "must match the size of tensor"  # torch's message when (B,) meets (B, C, H, W)
+
+
+def _depends_on_noise(fn: Callable, result: torch.Tensor, *args: torch.Tensor, noise_at: int) -> bool:
+    """True when `fn` gives `result` again for the same inputs and changes when only the noise changes: it builds
+    its output from the noise it was given (not from torch.randn_like, nor without noise)."""
+    again, err = _call(fn, *(a.clone() for a in args), name="")
+    if err or not isinstance(again, torch.Tensor) or again.shape != result.shape:
+        return True  # nothing to say about the noise
+    if not torch.allclose(again.double(), result, atol=1e-6):
+        return False  # different outputs for the same inputs: it draws noise of its own
+    other = [a.clone() for a in args]
+    other[noise_at] = torch.randn(args[noise_at].shape, generator=torch.Generator().manual_seed(99))
+    moved, err = _call(fn, *other, name="")
+    if err or not isinstance(moved, torch.Tensor) or moved.shape != result.shape:
+        return True
+    return not torch.allclose(moved.double(), result, atol=1e-6)
+
+
 def check_corrupt(corrupt: Callable) -> CheckResult:
     """Check `corrupt(x, noise, amount)`: a per-image lerp from x (amount 0) to noise (amount 1)."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, 1, 8, 8, generator=g)
     noise = torch.randn(4, 1, 8, 8, generator=g)
-    amount = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    amount = torch.tensor([0.5, 0.0, 1.0, 0.25])  # the first is neither end: giving every image amount[0] shows
     inputs = (x.clone(), noise.clone(), amount.clone())  # the learner's copies: in-place edits show
     result, err = _call(corrupt, *inputs, name="corrupt")
     if err:
-        return _report(False, err)
+        hint = (". Hint: amount has shape (B,); reshape it to (B, 1, 1, 1), e.g. amount.view(-1, 1, 1, 1), so it "
+                "broadcasts per image") if _BROADCAST_ERROR in err else ""
+        return _report(False, err + hint)
     if not all(torch.equal(a, b) for a, b in zip(inputs, (x, noise, amount))):
         return _report(False, "corrupt changed its inputs in place: do not modify x (or noise, or amount); "
                               "build a new tensor, e.g. x * (1 - a) + noise * a")
     result, err = _as_tensor(result, tuple(x.shape), "corrupt")
     if err:
-        return _report(False, err + ". Hint: amount has shape (B,); reshape it to (B, 1, 1, 1) so it broadcasts per image")
-    if not torch.allclose(result[0], x[0].double(), atol=1e-6):
+        if "shape" in err:  # a tensor of the wrong shape, not some other type
+            err += ". Hint: amount has shape (B,); reshape it to (B, 1, 1, 1) so it broadcasts per image"
+        return _report(False, err)
+    x, noise, a = x.double(), noise.double(), amount.view(-1, 1, 1, 1).double()
+    if torch.allclose(result, x * (1 - a) + noise * a, atol=1e-6):
+        return _report(True, "corrupt mixes each image with its noise by its own amount")
+    if torch.allclose(result, noise * (1 - a) + x * a, atol=1e-6):
+        return _report(False, "image and noise are swapped: amount 0 should keep the image and amount 1 give pure "
+                              "noise, so the amount multiplies the noise and 1 − amount the image")
+    if torch.allclose(result, x * (1 - a[0]) + noise * a[0], atol=1e-6):
+        return _report(False, "every image got the first image's amount (amount[0]); each image has its own: "
+                              "reshape amount to (B, 1, 1, 1) instead of picking one value")
+    if not _depends_on_noise(corrupt, result, *inputs, noise_at=1):
+        return _report(False, "use the noise you were given: build the result from the `noise` argument (not "
+                              "from torch.randn_like or new noise), so the same inputs give the same result")
+    if not torch.allclose(result[1], x[1], atol=1e-6):
         return _report(False, "amount = 0 should give back the clean image unchanged")
-    if not torch.allclose(result[3], noise[3].double(), atol=1e-6):
+    if not torch.allclose(result[2], noise[2], atol=1e-6):
         return _report(False, "amount = 1 should give pure noise. Hint: which term should the amount multiply?")
-    a = amount.view(-1, 1, 1, 1).double()
-    if not torch.allclose(result, x.double() * (1 - a) + noise.double() * a, atol=1e-6):
-        return _report(False, "the ends are right but amount = 0.25 and 0.5 are not a straight-line mix of image and noise")
-    return _report(True, "corrupt mixes each image with its noise by its own amount")
+    return _report(False, "the ends are right but amount = 0.25 and 0.5 are not a straight-line mix of image and "
+                          "noise")
 
 
 def _alpha_bar_end(beta_start: float, beta_end: float, n_steps: int) -> float:
@@ -57,7 +90,9 @@ def check_beta_end(beta_end_for: Callable) -> CheckResult:
         if not beta_start <= beta_end < 1:
             return _report(False, f"β_end = {beta_end:g} for ᾱ_T = {target:g}: it must lie in [β_start, 1)")
         reached = _alpha_bar_end(beta_start, beta_end, n_steps)
-        if abs(np.log(reached) - np.log(target)) < 1e-3:  # ᾱ_T within 0.1 %
+        with np.errstate(divide="ignore"):  # ᾱ_T = 0 (β_end near 1, a bisection the wrong way): log is -inf
+            off = abs(np.log(reached) - np.log(target))
+        if off < 1e-3:  # ᾱ_T within 0.1 %
             continue
         first_order = 2 * (1 - target) / n_steps - beta_start  # from 1 − Σβ = target
         log_sum = 2 * -np.log(target) / n_steps - beta_start  # from −Σβ = log target
@@ -97,8 +132,10 @@ def check_noise_to_snr(noise_to_snr: Callable) -> CheckResult:
         inputs = (x0.clone(), noise.clone(), snr.clone())  # the learner's copies
         result, err = _call(noise_to_snr, *inputs, name="noise_to_snr")
         if err:
-            hint = (". Hint: reshape the (B,) SNRs with .view(-1, 1, 1, 1), not to a "
-                    "fixed batch size") if "shape" in err else ""
+            hint = (". Hint: snr has shape (B,); reshape it (or ᾱ) to (B, 1, 1, 1) "
+                    "with .view(-1, 1, 1, 1), not to a fixed batch size, so it "
+                    "broadcasts per image"
+                    ) if "shape" in err or _BROADCAST_ERROR in err else ""
             return _report(False, f"with a batch of {len(snr)} images: {err}{hint}")
         if not all(torch.equal(a, b) for a, b in zip(inputs, (x0, noise, snr))):
             return _report(False, "noise_to_snr changed its inputs in place: do not "
@@ -134,6 +171,10 @@ def check_noise_to_snr(noise_to_snr: Callable) -> CheckResult:
         for if_wrong, hint in wrong:
             if torch.allclose(result, if_wrong, atol=1e-5):
                 return _report(False, hint)
+        if not _depends_on_noise(noise_to_snr, result, *inputs, noise_at=1):
+            return _report(False, "use the noise you were given: x_t is built from the `noise` "
+                                  "argument (not from torch.randn_like or new noise), so the "
+                                  "same inputs give the same x_t")
         snrs = [round(v, 3) for v in snr.tolist()]
         return _report(False, f"for SNRs {snrs} the values are off: with a large "
                               "SNR x_t should be almost x_0, with a small one almost "
@@ -155,6 +196,9 @@ def check_snr_crossing(t_cross: object) -> CheckResult:
         return _report(False, f"expected one integer timestep, got {type(t_cross).__name__}")
     if t_cross == expected:
         return _report(True, f"from t = {expected} on, the noise carries more power than the signal")
+    if t_cross == expected + 1:
+        return _report(False, "off by one: diffusers' timesteps are 0-based (its t = 0 is the paper's t = 1), "
+                              "so count from 0: the first index whose SNR is below 1")
     if abs(t_cross - expected) <= 1:
         return _report(False, "off by one: you want the first t whose SNR is already below 1")
     direction = "late" if t_cross > expected else "early"
