@@ -354,7 +354,8 @@ def solver_sample(model: nn.Module, scheduler, n_images: int, n_steps: int,
 def load_or_train_time_unet(dataloader, alphas_cumprod: torch.Tensor, n_steps: int,
                             use_bf16: bool = False, device="cpu") -> nn.Module:
     """This chapter's EMA model from the course cache if it trained for at least
-    n_steps; otherwise (absent, shorter, or saved without its length) trained as above."""
+    n_steps; otherwise (absent, shorter, or saved without its length) trained as
+    above."""
     model = TimeUNet().to(device)
     path = cache_dir("ch04_time_unet") / "ema_model.pt"
     if path.is_file():
@@ -364,8 +365,9 @@ def load_or_train_time_unet(dataloader, alphas_cumprod: torch.Tensor, n_steps: i
             model.load_state_dict(saved["state_dict"])
             print(f"chapter 4's EMA model ({trained_for} steps), from the course cache")
             return model.eval()
-        print(f"the cached model trained for {trained_for or 'an unrecorded number of'} "
-              f"steps, fewer than {n_steps}: not used")
+        shown = trained_for or "an unrecorded number of"
+        print(f"the cached model trained for {shown} steps, fewer than {n_steps}: "
+              "not used")
     print(f"training chapter 4's model ({n_steps} steps)")
     torch.manual_seed(0)  # the initial weights, as in chapter 4
     return train_ddpm(TimeUNet().to(device), dataloader, alphas_cumprod, n_steps,

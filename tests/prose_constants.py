@@ -87,5 +87,4 @@ CONSTANTS: dict[str, dict[str, str]] = {
 PENDING: dict[str, str] = {
     "06_guidance_and_flow_matching.ipynb": "issue 25: chapter 6 rewritten; awaiting its full-budget run and the "
                                            "[[CHECK AFTER RUN: ...]] sentences",
-    "02_basic_unet_mnist.ipynb": "issue 24: chapters 1-4 re-run and their prose re-read",
 }
