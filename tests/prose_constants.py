@@ -53,6 +53,25 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "0.998": "benchmarks/README.md: the EMA cap of the emoji-v-bf16 run (its recipe in "
                  "results/train_unconditional.jsonl: 'EMA 0.998')",
         "0.9967": "derived: 1 - 1/2001**0.75 = 0.99666 (exercise 3.3's answer)",
+        "33%": "derived: diffusers DDPMScheduler(beta_schedule='linear').alphas_cumprod: sqrt(alpha_bar_t) < 0.1 "
+               "for 327 of the 1000 timesteps (t >= 673; below 0.5 from t = 368)",
+        "6.5%": "derived: the same for 'squaredcos_cap_v2': sqrt(alpha_bar_t) < 0.1 for 65 of 1000 timesteps "
+                "(t >= 935)",
+        "34%": "benchmarks/README.md: runs A and B (without and with EMA), confident share (33.6, 34.0)",
+        "58.6": "output of 05_measuring_and_improving.ipynb (the emoji floor, real vs real at N = 500)",
+        "1.2": "output of 05_measuring_and_improving.ipynb (that floor's sd over five re-splits)",
+        "9.9": "benchmarks/README.md: cifar-old-preset's logged training time, minutes (train_minutes 9.86 in "
+               "results/train_unconditional.jsonl)",
+        "18.9": "benchmarks/README.md: emoji-v-bf16's logged training time, minutes (train_minutes 18.86)",
+        "8.7": "benchmarks/README.md: emoji-v-bf16-ema85's logged training time, minutes (train_minutes 8.66)",
+        "0.27": "a strength check_sdedit tries (0.27 x 10 = 2.7: round keeps 3 steps, int 2)",
+        "0.90": "derived: DDIMScheduler.from_config(the chapter's cosine config), 50 steps ('leading'): strength 0.3 "
+                "starts at t = 280, sqrt(alpha_bar) = 0.9004",
+        "0.44": "derived: the same, sqrt(1 - alpha_bar_280) = 0.4351",
+        "0.61": "derived: strength 0.6 starts at t = 580, sqrt(alpha_bar) = 0.6076",
+        "0.79": "derived: sqrt(1 - alpha_bar_580) = 0.7943",
+        "0.18": "derived: strength 0.9 starts at t = 880, sqrt(alpha_bar) = 0.1844",
+        "0.98": "derived: sqrt(1 - alpha_bar_880) = 0.9829",
     },
     "04_ddpm_from_scratch.ipynb": {
         "1,062,497": "output of 02_basic_unet_mnist.ipynb (its DDPM model's parameter count)",

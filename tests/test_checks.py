@@ -270,6 +270,150 @@ def test_check_ddpm_step():
     assert not check_ddpm_step(lambda x_t, eps, t, s, noise: x_t)
 
 
+def _ch02_schedulers():
+    """The notebook's global noise_scheduler (cosine, v-prediction) and a linear one a learner might make."""
+    from diffusers import DDPMScheduler
+
+    return (DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"),
+            DDPMScheduler(num_train_timesteps=1000))
+
+
+def _x0_from(ab, x_t, eps):
+    return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+
+def test_check_x0_from_eps_accepts_right_answers_written_differently():
+    def float64(x_t, eps, t, alphas_cumprod):
+        ab = alphas_cumprod.double()[t].view(-1, 1, 1, 1)
+        return (x_t.double() - torch.sqrt(1 - ab) * eps.double()) / torch.sqrt(ab)
+
+    def indexed_by_a_tensor(x_t, eps, t, alphas_cumprod):
+        ab = torch.gather(alphas_cumprod, 0, torch.as_tensor(t))[:, None, None, None]
+        return torch.div(torch.sub(x_t, torch.sqrt(1 - ab) * eps), torch.sqrt(ab))
+
+    def rsqrt(x_t, eps, t, alphas_cumprod):
+        ab = alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        return x_t * ab.rsqrt() - ((1 - ab) / ab).sqrt() * eps
+
+    for right in (float64, indexed_by_a_tensor, rsqrt):
+        result = check_x0_from_eps(right)
+        assert result, (right.__name__, result)
+
+
+def test_check_x0_from_eps_names_each_slip():
+    notebook, linear = _ch02_schedulers()
+
+    def per_image(table, t):
+        return table[t].view(-1, 1, 1, 1)
+
+    slips = {  # wrong answer: words its hint must hold
+        lambda x, e, t, ab: x.sub_((1 - per_image(ab, t)).sqrt() * e).div_(per_image(ab, t).sqrt()):
+            ("changed x_t in place", "do not modify x_t in place"),
+        lambda x, e, t, ab: (x - (1 - ab[t]).sqrt() * e) / ab[t].sqrt():
+            ("must match the size of tensor", ".view(-1, 1, 1, 1)"),
+        lambda x, e, t, ab: _x0_from(per_image(ab, t), x, e).numpy():
+            ("returned ndarray", "torch operations"),
+        lambda x, e, t, ab: _x0_from(per_image(notebook.alphas_cumprod, t), x, e):
+            ("use the alphas_cumprod passed in",),
+        lambda x, e, t, ab: _x0_from(per_image(linear.alphas_cumprod, t), x, e):
+            ("use the alphas_cumprod passed in",),
+        lambda x, e, t, ab: _x0_from(per_image(ab, t - 1), x, e): ("off by one", "alphas_cumprod[t − 1]"),
+        lambda x, e, t, ab: _x0_from(per_image(ab, t + 1), x, e): ("off by one", "alphas_cumprod[t + 1]"),
+        lambda x, e, t, ab: _x0_from(per_image(linear.alphas, t), x, e): ("that is α_t",),
+        lambda x, e, t, ab: (x + (1 - per_image(ab, t)).sqrt() * e) / per_image(ab, t).sqrt(): ("sign",),
+        lambda x, e, t, ab: (x - per_image(ab, t).sqrt() * e) / (1 - per_image(ab, t)).sqrt(): ("swapped",),
+        lambda x, e, t, ab: (x - (1 - per_image(ab, t)).sqrt() * e) * per_image(ab, t).sqrt():
+            ("not multiplying",),
+    }
+    missed = [(number, words, repr(result)) for number, (wrong, words) in enumerate(slips.items())
+              if (result := check_x0_from_eps(wrong)) or not all(w in repr(result) for w in words)]
+    assert not missed, missed  # every slip listed, not only the first
+    numpy_result = repr(check_x0_from_eps(lambda x, e, t, ab: _x0_from(per_image(ab, t), x, e).numpy()))
+    assert "reshape" not in numpy_result  # a numpy array is not a shape slip
+
+
+def _ddpm_parts(x_t, eps, t, s):
+    beta, alpha, ab = s.betas[t], s.alphas[t], s.alphas_cumprod[t]
+    ab_prev = s.alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0)
+    return beta, alpha, ab, ab_prev, (x_t - beta / (1 - ab).sqrt() * eps) / alpha.sqrt()
+
+
+def test_check_ddpm_step_accepts_right_answers_written_differently():
+    def via_pred_original_sample(x_t, eps, t, s, noise):  # the posterior mean from x̂0, as diffusers forms it
+        t = torch.as_tensor(t)
+        ab = s.alphas_cumprod[t]
+        ab_prev = s.alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0)
+        beta = 1 - ab / ab_prev
+        x0 = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+        mean = ab_prev.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+        return mean + ((1 - ab_prev) / (1 - ab) * beta).sqrt() * noise
+
+    def float64(x_t, eps, t, s, noise):
+        betas, abar = s.betas.double(), s.alphas_cumprod.double()
+        ab_prev = abar[t - 1] if t > 0 else 1.0
+        mean = (x_t.double() - betas[t] / torch.sqrt(1 - abar[t]) * eps.double()) / torch.sqrt(1 - betas[t])
+        return mean + torch.sqrt((1 - ab_prev) / (1 - abar[t]) * betas[t]) * noise.double()
+
+    def tensor_t_and_where(x_t, eps, t, s, noise):
+        t = torch.tensor([t])
+        ab_prev = torch.where(t > 0, s.alphas_cumprod[(t - 1).clamp(min=0)], torch.ones(1))
+        beta, alpha, ab = s.betas[t], s.alphas[t], s.alphas_cumprod[t]
+        sigma = torch.sqrt((1 - ab_prev) / (1 - ab) * beta)
+        return torch.addcmul(torch.rsqrt(alpha) * (x_t - beta * torch.rsqrt(1 - ab) * eps), sigma, noise)
+
+    for right in (via_pred_original_sample, float64, tensor_t_and_where):
+        result = check_ddpm_step(right)
+        assert result, (right.__name__, result)
+
+
+def test_check_ddpm_step_names_each_slip():
+    from course_utils.checks import reference_ddpm_step
+
+    notebook, linear = _ch02_schedulers()
+
+    def step(mean=None, sigma=None, ab_prev=None):
+        """A step with the mean, σ or ᾱ_{t−1} replaced by f(β, α, ᾱ_t, x_t, ε) / f(β, variance) / f(s, t)."""
+        def answer(x_t, eps, t, s, noise):
+            beta, alpha, ab, prev, right_mean = _ddpm_parts(x_t, eps, t, s)
+            prev = prev if ab_prev is None else ab_prev(s, t)
+            variance = (1 - prev) / (1 - ab) * beta
+            return ((right_mean if mean is None else mean(beta, alpha, ab, x_t, eps))
+                    + (variance.sqrt() if sigma is None else sigma(beta, variance)) * noise)
+        return answer
+
+    def in_place(x_t, eps, t, s, noise):
+        beta, alpha, ab, ab_prev, _ = _ddpm_parts(x_t, eps, t, s)
+        x_t -= beta / (1 - ab).sqrt() * eps
+        x_t /= alpha.sqrt()
+        return x_t.add_(((1 - ab_prev) / (1 - ab) * beta).sqrt() * noise)
+
+    slips = [  # (wrong answer, words its hint must hold)
+        (in_place, ("changed x_t in place", "do not modify x_t in place")),
+        (lambda x, e, t, s, z: reference_ddpm_step(x, e, t, s, z).numpy(), ("returned ndarray", "torch operations")),
+        (lambda x, e, t, s, z: reference_ddpm_step(x, e, t, notebook, z), ("use the scheduler passed in",)),
+        (lambda x, e, t, s, z: reference_ddpm_step(x, e, t, linear, z), ("use the scheduler passed in",)),
+        (lambda x, e, t, s, z: reference_ddpm_step(x, e, t, s, torch.randn_like(z)), ("use the given z",)),
+        (lambda x, e, t, s, z: reference_ddpm_step(1.01 * x, e, t, s, torch.zeros_like(z)),
+         ("use the given z", "did not change")),
+        (step(sigma=lambda beta, variance: variance), ("standard deviation", "not by β̃_t itself")),
+        (step(ab_prev=lambda s, t: s.alphas_cumprod[t]), ("fixed_small", "index ᾱ_t where ᾱ_{t−1} belongs")),
+        (step(ab_prev=lambda s, t: s.alphas_cumprod[t + 1]), ("not alphas_cumprod[t + 1]",)),
+        (step(ab_prev=lambda s, t: s.alphas_cumprod[t - 1]), ("alphas_cumprod[−1]",)),  # wraps round at t = 0
+        (step(mean=lambda b, a, ab, x, e: (x - b / (1 - ab).sqrt() * e) / ab.sqrt()), ("not by √ᾱ_t",)),
+        (step(mean=lambda b, a, ab, x, e: (x - b / (1 - a).sqrt() * e) / a.sqrt()), ("with α_t in its place",)),
+        (step(mean=lambda b, a, ab, x, e: (x + b / (1 - ab).sqrt() * e) / a.sqrt()), ("sign",)),
+        (lambda x, e, t, s, z: reference_ddpm_step(x, e, t, s, -z), ("enters with a plus",)),
+        (step(mean=lambda b, a, ab, x, e: x / a.sqrt() - b / (1 - ab).sqrt() * e), ("the ε term included",)),
+        (step(mean=lambda b, a, ab, x, e: x - b / (1 - ab).sqrt() * e / a.sqrt()), ("x_t included",)),
+        (step(mean=lambda b, a, ab, x, e: (x - b / (1 - ab).sqrt() * e) * a.sqrt()), ("do not multiply",)),
+        (step(mean=lambda b, a, ab, x, e: (x - b / (1 - ab) * e) / a.sqrt()), ("square root of 1 − ᾱ_t",)),
+        (step(sigma=lambda beta, variance: variance.sqrt() / 2), ("the mean is right but σ_t is not",)),
+    ]
+    missed = [(number, words, repr(result)) for number, (wrong, words) in enumerate(slips)
+              if (result := check_ddpm_step(wrong)) or not all(w in repr(result) for w in words)]
+    assert not missed, missed  # every slip listed, not only the first
+
+
 def test_check_mix_factors():
     assert check_mix_factors(lambda n, p: [1 - ((n - i - 1) / (n - i)) ** p for i in range(n)])
     # the page's rule is only the power-1 case
@@ -416,6 +560,117 @@ def test_check_ema_update_tries_more_than_one_decay():
 
     result = check_ema_update(fixed_decay)
     assert not result and "decay" in repr(result)
+
+
+# --- chapter 3 review: what the checks let through or misnamed ----------------------------------------------------
+
+def _sdedit(n_kept_of=round, model_t=lambda t, x: t, noise_for=lambda images, noise: noise, add_noise_with=None,
+            write_back=False):
+    """A right SDEdit answer, with one part swapped out to make the usual variants."""
+    def sdedit(model, scheduler, images, noise, strength):
+        n_steps = len(scheduler.timesteps)
+        n_kept = n_kept_of(strength * n_steps)
+        if n_kept == 0:
+            return images
+        timesteps = scheduler.timesteps[n_steps - n_kept:]
+        x = (add_noise_with or scheduler).add_noise(images, noise_for(images, noise), timesteps[:1])
+        for t in timesteps:
+            model_input = scheduler.scale_model_input(x, t)
+            x = scheduler.step(model(model_input, model_t(t, x)).sample, t, x).prev_sample
+        if write_back:  # "edits the picture": the caller's images are overwritten
+            images.copy_(x)
+            return images
+        return x
+    return sdedit
+
+
+def test_check_sdedit_accepts_right_answers_written_differently():
+    assert check_sdedit(_sdedit(model_t=lambda t, x: t.expand(len(x))))  # one timestep per image
+    assert check_sdedit(_sdedit(model_t=lambda t, x: t.repeat(len(x)).float()))
+    assert check_sdedit(_sdedit(model_t=lambda t, x: int(t)))
+    assert check_sdedit(_sdedit(n_kept_of=lambda k: int(k + 0.5)))  # round half up: the same away from .5
+
+    def by_keyword(model, scheduler, images, noise, strength):
+        n_kept = round(strength * len(scheduler.timesteps))
+        if not n_kept:
+            return images.clone()
+        timesteps = scheduler.timesteps[-n_kept:]
+        x = scheduler.add_noise(original_samples=images, noise=noise, timesteps=timesteps[0:1])
+        for t in timesteps:
+            x = scheduler.step(model(scheduler.scale_model_input(x, t), t.expand(len(x))).sample, t, x).prev_sample
+        return x
+
+    assert check_sdedit(by_keyword)
+
+
+def test_check_sdedit_tells_round_from_int_and_ceil():
+    import math
+
+    for rounding in (int, math.ceil):
+        result = check_sdedit(_sdedit(n_kept_of=rounding))
+        assert not result and "round(" in repr(result) and "this answer kept" in repr(result), (rounding, result)
+
+
+def test_check_sdedit_says_use_the_noise_and_scheduler_you_are_given():
+    from diffusers import DDPMScheduler
+
+    fresh_noise = check_sdedit(_sdedit(noise_for=lambda images, noise: torch.randn_like(images)))
+    assert not fresh_noise and "use the noise you are given" in repr(fresh_noise)
+    chapter_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    global_scheduler = check_sdedit(_sdedit(add_noise_with=chapter_scheduler))
+    assert not global_scheduler and "the scheduler and the noise you are given" in repr(global_scheduler)
+
+
+def test_check_sdedit_rejects_an_answer_that_overwrites_its_images():
+    result = check_sdedit(_sdedit(write_back=True))
+    assert not result and "changed the `images` tensor" in repr(result)
+
+
+def test_check_ema_update_says_leave_params_alone():
+    def updates_params(ema_params, params, decay):
+        for e, p in zip(ema_params, params):
+            p.mul_(decay).add_(e, alpha=1 - decay)
+
+    def right_then_clobbers_params(ema_params, params, decay):
+        for e, p in zip(ema_params, params):
+            e.mul_(decay).add_(p, alpha=1 - decay)
+            p.zero_()
+
+    for answer in (updates_params, right_then_clobbers_params):
+        result = check_ema_update(answer)
+        assert not result and "`params` changed" in repr(result), answer.__name__
+
+    def with_lerp(ema_params, params, decay):  # right, written differently
+        for e, p in zip(ema_params, params):
+            e.lerp_(p, 1 - decay)
+
+    def with_foreach(ema_params, params, decay):
+        torch._foreach_mul_(ema_params, decay)
+        torch._foreach_add_(ema_params, params, alpha=1 - decay)
+
+    assert check_ema_update(with_lerp) and check_ema_update(with_foreach)
+
+
+def test_check_transform_gives_the_resize_hint_only_for_a_wrong_shape():
+    from course_utils import ImageTransform
+
+    good = ImageTransform(size=32, mode="RGB", flip_prob=0.5, seed=0)
+
+    def uint8(batch):
+        return {"images": [((t + 1) * 127.5).round().to(torch.uint8) for t in good(batch)["images"]]}
+
+    def numpy_arrays(batch):
+        return {"images": [t.numpy() for t in good(batch)["images"]]}
+
+    for answer, says in ((uint8, "float"), (numpy_arrays, "ndarray")):
+        result = check_transform(answer)
+        assert not result and says in repr(result) and "resize" not in repr(result), result
+
+    def wrong_size(batch):
+        return {"images": [torch.nn.functional.interpolate(t[None], size=16)[0] for t in good(batch)["images"]]}
+
+    result = check_transform(wrong_size)
+    assert not result and "resize" in repr(result)
 
 
 def _cumprod_prev(ab):

@@ -9,13 +9,16 @@ import torch
 from ._harness import CheckResult, _as_tensor, _call, _report
 
 
-def _check_images(images: object, name: str, n: int, shape: tuple[int, ...]) -> str | None:
+def _check_images(images: object, name: str, n: int, shape: tuple[int, ...], shape_hint: str = "") -> str | None:
+    """What is wrong with a list of image tensors, or None; `shape_hint` follows a wrong shape only."""
     if not isinstance(images, (list, tuple)) or len(images) != n:
         return f"{name} should be a list with one tensor per input image ({n}), got {type(images).__name__}"
     for image in images:
-        if not isinstance(image, torch.Tensor) or tuple(image.shape) != shape:
-            got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-            return f"each image should be a tensor of shape {shape} (channels first), got {got}"
+        if not isinstance(image, torch.Tensor):
+            return f"each image should be a tensor of shape {shape} (channels first), got {type(image).__name__}"
+        if tuple(image.shape) != shape:
+            return (f"each image should be a tensor of shape {shape} (channels first), got {tuple(image.shape)}"
+                    + shape_hint)
         if not image.is_floating_point():
             return f"images should be float tensors, got {image.dtype}. Hint: divide by 255 after converting"
     return None
@@ -37,9 +40,10 @@ def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
         return _report(False, err)
     if not isinstance(result, dict) or "images" not in result:
         return _report(False, "the transform should return a dict with the key 'images'")
-    err = _check_images(result["images"], "result['images']", 3, (3, image_size, image_size))
+    err = _check_images(result["images"], "result['images']", 3, (3, image_size, image_size),
+                        shape_hint=". Hint: convert('RGB'), then resize to (image_size, image_size)")
     if err:
-        return _report(False, err + ". Hint: convert('RGB'), then resize to (image_size, image_size)")
+        return _report(False, err)
     red_t, grey_t, corner_t = (im.double() for im in result["images"])
     if red_t.min() < -1.001 or red_t.max() > 1.001:
         return _report(False, f"values should lie in [-1, 1], got [{red_t.min():.2f}, {red_t.max():.2f}]. "
@@ -104,12 +108,13 @@ def _not_1d(timesteps: object) -> str | None:
 
 def _call_with_spy(sdedit: Callable, model, scheduler, *rest
                    ) -> tuple[object, str | None, list]:
-    """Call sdedit(model, scheduler, *rest); record the timesteps it gives add_noise."""
+    """Call sdedit(model, scheduler, *rest); record the (timesteps, noise) it gives add_noise."""
     seen: list = []
     add_noise = scheduler.add_noise
 
     def spy(*a, **kw):
-        seen.append(kw.get("timesteps", a[2] if len(a) > 2 else None))
+        seen.append((kw.get("timesteps", a[2] if len(a) > 2 else None),
+                     kw.get("noise", a[1] if len(a) > 1 else None)))
         return add_noise(*a, **kw)
 
     scheduler.add_noise = spy  # an instance attribute over the class's method
@@ -120,37 +125,60 @@ def _call_with_spy(sdedit: Callable, model, scheduler, *rest
     return result, err, seen
 
 
+def _toy_model(calls: list | None = None) -> Callable:
+    """A model whose "noise" is 0.1 x + 1e-5 t; it takes t as a number, a 0-d tensor or a 1-D tensor of one
+    timestep per image (as UNet2DModel does), and records each call's timestep in `calls`."""
+    from types import SimpleNamespace
+
+    def model(x: torch.Tensor, t) -> SimpleNamespace:
+        t = torch.as_tensor(t)
+        if t.ndim > 1 or (t.ndim == 1 and len(t) not in (1, len(x))):
+            raise ValueError(f"the model takes t as a number or a 1-D tensor with one timestep per image, "
+                             f"got shape {tuple(t.shape)}")
+        if calls is not None:
+            values = [float(v) for v in t.flatten()]
+            # one timestep for all images is recorded as it; different ones per image as all of them
+            calls.append(int(values[0]) if len(set(values)) == 1 else tuple(values))
+        t_x = t.to(x.dtype).reshape(-1, 1, 1, 1) if t.ndim == 1 else float(t)
+        return SimpleNamespace(sample=0.1 * x + 0.01 * t_x / 1000)
+
+    return model
+
+
+def _same_values(a: object, b: torch.Tensor) -> bool:
+    return (isinstance(a, torch.Tensor) and tuple(a.shape) == tuple(b.shape)
+            and torch.allclose(a.detach().cpu().double(), b.double()))
+
+
 def check_sdedit(sdedit: Callable) -> CheckResult:
     """Check `sdedit(model, scheduler, images, noise, strength)` for DDIM and Euler at several strengths."""
-    from types import SimpleNamespace
+    import math
 
     from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
-    calls: list[int] = []
-
-    def toy_model(x: torch.Tensor, t: torch.Tensor | int) -> SimpleNamespace:  # "noise" = 0.1 x
-        calls.append(int(t))
-        return SimpleNamespace(sample=0.1 * x + 0.01 * float(t) / 1000)
-
-    def uncounted(x, t):
-        return SimpleNamespace(sample=0.1 * x + 0.01 * float(t) / 1000)
+    calls: list = []
+    toy_model, uncounted = _toy_model(calls), _toy_model()
 
     g = torch.Generator().manual_seed(4)
     images = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
     noise = torch.randn(2, 3, 8, 8, generator=g)
-    # both deterministic, so any correct answer agrees; Euler works in sigma units, not unit variance
+    n = 10
+    # both deterministic, so any correct answer agrees; Euler works in sigma units, not unit variance.
+    # 0.23 × 10 and 0.27 × 10 are not whole: round() keeps 2 and 3, int() 2 and 2, math.ceil 3 and 3
     for scheduler in (DDIMScheduler(num_train_timesteps=1000),
                       EulerDiscreteScheduler(num_train_timesteps=1000)):
         name = type(scheduler).__name__
-        for strength in (0.0, 0.3, 0.6, 1.0):
-            scheduler.set_timesteps(10)
+        for strength in (0.0, 0.23, 0.27, 0.6, 1.0):
+            scheduler.set_timesteps(n)
             expected = _reference_sdedit(uncounted, scheduler, images, noise, strength)
-            kept = [int(t) for t in scheduler.timesteps[10 - round(strength * 10):]] if strength else []
+            n_kept = round(strength * n)
+            kept = [int(t) for t in scheduler.timesteps[n - n_kept:]] if n_kept else []
             calls.clear()
-            scheduler.set_timesteps(10)  # some schedulers keep a step index: start afresh
+            scheduler.set_timesteps(n)  # some schedulers keep a step index: start afresh
+            images_given, noise_given = images.clone(), noise.clone()
             result, err, seen = _call_with_spy(sdedit, toy_model, scheduler,
-                                               images.clone(), noise.clone(), strength)
-            scalar = next((_not_1d(t) for t in seen if _not_1d(t)), None)
+                                               images_given, noise_given, strength)
+            scalar = next((_not_1d(t) for t, _ in seen if _not_1d(t)), None)
             if err and scalar:
                 return _report(False, f"with {name}, strength {strength}: {err}. "
                                       f"add_noise got its timestep as {scalar}: it "
@@ -160,6 +188,12 @@ def check_sdedit(sdedit: Callable) -> CheckResult:
                                       "slice, is the 1-element tensor it needs")
             if err:
                 return _report(False, f"with {name}, strength {strength}: {err}")
+            for given, original, what in ((images_given, images, "images"), (noise_given, noise, "noise")):
+                if not torch.equal(given, original):
+                    return _report(False, f"with {name}, strength {strength}: sdedit changed the `{what}` tensor "
+                                          "it was given, in place; the caller's tensors must stay as they were. "
+                                          f"Use out-of-place operations (x = x * a, not x *= a or "
+                                          f"{what}.mul_(a)), or work on a copy")
             if calls != kept:
                 if strength == 0:
                     return _report(False, "at strength 0 nothing is noised and no step is run: return the "
@@ -167,6 +201,12 @@ def check_sdedit(sdedit: Callable) -> CheckResult:
                 if calls == [int(t) for t in scheduler.timesteps]:
                     return _report(False, f"at strength {strength} run only the last round(strength × n) "
                                           f"timesteps ({kept[:3]}...), not all {len(calls)}")
+                n_called = len(calls)
+                if (n_called in (math.floor(strength * n), math.ceil(strength * n)) and n_called
+                        and calls == [int(t) for t in scheduler.timesteps[n - n_called:]]):
+                    return _report(False, f"at strength {strength} keep round({strength} × {n}) = {n_kept} "
+                                          f"timesteps; this answer kept {n_called}. Round to the nearest "
+                                          "whole number: int() rounds down, math.ceil up")
                 return _report(False, f"at strength {strength} the model should be called at {kept}, in that "
                                       f"order; it was called at {calls}")
             result, err = _as_tensor(result, tuple(images.shape), "sdedit")
@@ -182,10 +222,20 @@ def check_sdedit(sdedit: Callable) -> CheckResult:
                 (f"feed the model scheduler.scale_model_input(x, t), not x ({name} needs it)",
                  {"scale_input": False}),
             ]:
-                scheduler.set_timesteps(10)
+                scheduler.set_timesteps(n)
                 wrong = _reference_sdedit(uncounted, scheduler, images, noise, strength, **kwargs)
                 if torch.allclose(result, wrong.double(), rtol=1e-4, atol=1e-4):
                     return _report(False, f"with {name}, strength {strength}: {hint}")
+            if not seen:
+                return _report(False, f"with {name}, strength {strength}: noise the images with the scheduler "
+                                      "and the noise you are given, scheduler.add_noise(images, noise, ...): "
+                                      "another scheduler (a global one from the notebook) has its own "
+                                      "schedule, and Euler's works in σ units")
+            if not any(_same_values(given_noise, noise) for _, given_noise in seen):
+                return _report(False, f"with {name}, strength {strength}: use the noise you are given, "
+                                      "scheduler.add_noise(images, noise, ...), not fresh noise such as "
+                                      "torch.randn_like(images): the caller chooses the noise, so that an "
+                                      "edit can be repeated")
             return _report(False, f"with {name}, strength {strength}, the timesteps are right but the result "
                                   "is not; feed each step's prev_sample into the next")
     return _report(True, "images noised to the first kept timestep with add_noise, then the last "
@@ -200,12 +250,17 @@ def check_ema_update(ema_update: Callable) -> CheckResult:
         params = [torch.randn(shape, generator=g) for shape in shapes]
         ema_params = [torch.randn(shape, generator=g) for shape in shapes]
         before = [e.clone() for e in ema_params]
-        # pass a fresh list: an answer that rebinds list items (ema_params[i] = ...)
+        params_before = [p.clone() for p in params]
+        # pass fresh lists: an answer that rebinds list items (ema_params[i] = ...)
         # changes the list, not the tensors, and so would leave a real model's EMA
         # weights as they were
-        _, err = _call(ema_update, list(ema_params), params, decay, name="ema_update")
+        _, err = _call(ema_update, list(ema_params), list(params), decay, name="ema_update")
         if err:
             return _report(False, err)
+        if not all(torch.equal(p, b) for p, b in zip(params, params_before)):
+            return _report(False, "the current weights `params` changed: they belong to the model being "
+                                  "trained, so leave them as they are and update only the EMA tensors "
+                                  "(in `for e, p in zip(ema_params, params)`, e.mul_(...), never p)")
         expected = [decay * e + (1 - decay) * p for e, p in zip(before, params)]
         if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, expected)):
             continue
