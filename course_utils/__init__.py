@@ -9,6 +9,7 @@ from .checks import (check_beta_end, check_corrupt, check_ddpm_step, check_ema_u
 from .data import (CourseDataError, ImageTransform, cache_dir, data_source, hub_available, load_course_dataset,
                    pil_to_tensor)
 from .plotting import image_grid, plot_losses, plot_noising, plot_scheduler, show_images
+from .precision import Precision, autocast_dtype, choose_precision
 
 __all__ = [
     "budget", "get_device", "is_quick", "set_seed",
@@ -18,4 +19,5 @@ __all__ = [
     "check_sdedit", "check_snr_crossing", "check_transform", "check_x0_from_eps",
     "CourseDataError", "ImageTransform", "cache_dir", "data_source", "hub_available", "load_course_dataset", "pil_to_tensor",
     "image_grid", "plot_losses", "plot_noising", "plot_scheduler", "show_images",
+    "Precision", "autocast_dtype", "choose_precision",
 ]

@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # Run the whole test suite: unit tests of course_utils, the stored-output checks, and nbval over every chapter
 # in quick mode (COURSE_QUICK=1), two notebooks at a time. Installs what it needs first.
+# `bash scripts/test.sh --colab [pytest args]`: the same suite in a second environment, .venv-colab, with Colab's
+# versions of the chapters' libraries (constraints-colab.txt; the machine's CPU torch stands in for Colab's).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
+if [ "${1:-}" = "--colab" ]; then
+    shift
+    export COURSE_COLAB=1
+fi
+if [ "${COURSE_COLAB:-0}" = 1 ]; then
+    venv=${COURSE_VENV:-.venv-colab}
+    echo "test: Colab's library versions (constraints-colab.txt) in $venv"
+else
+    venv=${COURSE_VENV:-.venv}
+fi
 bash scripts/setup_env.sh test
 
 export COURSE_QUICK=1
@@ -31,5 +43,5 @@ tqdm.auto.tqdm = QuietTqdm
 tqdm.auto.trange = lambda *args, **kwargs: QuietTqdm(range(*args), **kwargs)
 PY
 
-exec .venv/bin/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
+exec "$venv/bin/python" -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=900 \
     -p no:cacheprovider "$@" tests notebooks
