@@ -454,16 +454,7 @@ def test_check_transform():
 
 
 def test_check_sdedit():
-    def right(model, scheduler, images, noise, strength):
-        n_kept = round(strength * len(scheduler.timesteps))
-        if n_kept == 0:
-            return images
-        timesteps = scheduler.timesteps[len(scheduler.timesteps) - n_kept:]
-        x = scheduler.add_noise(images, noise, timesteps[:1])
-        for t in timesteps:
-            model_input = scheduler.scale_model_input(x, t)
-            x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
-        return x
+    right = _sdedit()
 
     def wrong(start="images", first_kept=True, scale_input=True):
         """An answer with one of the usual mistakes."""
@@ -525,28 +516,9 @@ def test_check_ema_update():
 
 def test_check_sdedit_explains_a_0d_timestep():
     """timesteps[0] is 0-d: DDIM's add_noise takes it, Euler's raises a TypeError."""
-    def first_timestep(model, scheduler, images, noise, strength):
-        n_kept = round(strength * len(scheduler.timesteps))
-        if n_kept == 0:
-            return images
-        timesteps = scheduler.timesteps[len(scheduler.timesteps) - n_kept:]
-        x = scheduler.add_noise(images, noise, timesteps[0])
-        for t in timesteps:
-            model_input = scheduler.scale_model_input(x, t)
-            x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
-        return x
-
-    def one_per_image(model, scheduler, images, noise, strength):  # right, too
-        n_kept = round(strength * len(scheduler.timesteps))
-        if n_kept == 0:
-            return images
-        timesteps = scheduler.timesteps[-n_kept:]
-        start = timesteps[0].repeat(len(images))  # one timestep per image
-        x = scheduler.add_noise(images, noise, timesteps=start)
-        for t in timesteps:
-            model_input = scheduler.scale_model_input(x, t)
-            x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
-        return x
+    first_timestep = _sdedit(start_timestep=lambda timesteps, images: timesteps[0])
+    # right, too: one timestep per image
+    one_per_image = _sdedit(start_timestep=lambda timesteps, images: timesteps[0].repeat(len(images)))
 
     result = check_sdedit(first_timestep)
     assert not result and "timesteps[:1]" in repr(result) and "0-d" in repr(result)
@@ -565,7 +537,7 @@ def test_check_ema_update_tries_more_than_one_decay():
 # --- chapter 3 review: what the checks let through or misnamed ----------------------------------------------------
 
 def _sdedit(n_kept_of=round, model_t=lambda t, x: t, noise_for=lambda images, noise: noise, add_noise_with=None,
-            write_back=False):
+            write_back=False, start_timestep=lambda timesteps, images: timesteps[:1]):
     """A right SDEdit answer, with one part swapped out to make the usual variants."""
     def sdedit(model, scheduler, images, noise, strength):
         n_steps = len(scheduler.timesteps)
@@ -573,7 +545,8 @@ def _sdedit(n_kept_of=round, model_t=lambda t, x: t, noise_for=lambda images, no
         if n_kept == 0:
             return images
         timesteps = scheduler.timesteps[n_steps - n_kept:]
-        x = (add_noise_with or scheduler).add_noise(images, noise_for(images, noise), timesteps[:1])
+        x = (add_noise_with or scheduler).add_noise(images, noise_for(images, noise),
+                                                   start_timestep(timesteps, images))
         for t in timesteps:
             model_input = scheduler.scale_model_input(x, t)
             x = scheduler.step(model(model_input, model_t(t, x)).sample, t, x).prev_sample
