@@ -582,8 +582,8 @@ class MnistScores:
         return (f"{self.n} samples; classifier features; {self.draws} random draws of {self.n} test digits "
                 f"(mean ± sd over draws):\n"
                 + _confidence_lines(self.confidence, self.confident.std)
-                + f"  FD to test digits {self.fd}; test-vs-test floor {self.floor}; "
-                f"training vs test {self.train_vs_test}\n"
+                + f"  FD to test digits {self.fd}; test-vs-test floor {self.floor};\n"
+                f"  training vs test {self.train_vs_test}\n"
                 f"  FD over the test-vs-test floor: {self.fd_over_floor}")
 
     __repr__ = __str__
