@@ -230,6 +230,10 @@ def train_ddpm(model: nn.Module, dataloader, alphas_cumprod: torch.Tensor, n_ste
                on_step: Callable[[int, nn.Module, EMAModel], None] | None = None,
                desc: str | None = None) -> tuple[list[float], nn.Module]:
     """Algorithm 1 with AdamW, warm-up + cosine LR and clipping; returns losses, EMA."""
+    if getattr(dataloader, "generator", None) is None:  # it seeds the batches' order
+        raise ValueError("train_ddpm seeds the order of the batches through the "
+                         "DataLoader's generator: build the DataLoader with "
+                         "generator=torch.Generator()")
     if loss_fn is None:  # loss_fn(model, batch) → loss: later chapters bring their own
         loss_fn = lambda model, batch: ddpm_loss(  # noqa: E731
             model, batch["images"], alphas_cumprod, loss_type)
@@ -288,8 +292,12 @@ def p_sample_loop(model: nn.Module, n_images: int, alphas_cumprod: torch.Tensor,
                   n_snapshots: int = 0) -> tuple[torch.Tensor, list, list[str]]:
     """Algorithm 2 from pure noise; returns images in [-1, 1] and snapshots of x_t."""
     T = len(alphas_cumprod)
-    stride = T // (n_steps or T)
-    timesteps = list(range(0, T, stride))[::-1]  # T - 1, ..., 0 when n_steps = T
+    n_steps = T if n_steps is None else n_steps
+    if not 1 <= n_steps <= T:
+        raise ValueError(f"n_steps must lie between 1 and T = {T}, got {n_steps}")
+    # DDPMScheduler.set_timesteps(n_steps) ("leading"): n multiples of T // n_steps
+    stride = T // n_steps
+    timesteps = [i * stride for i in reversed(range(n_steps))]  # T - 1, ..., 0 if n = T
     snapshot_at = np.linspace(0, len(timesteps) - 1, n_snapshots).round().astype(int)
     snapshot_at = set(snapshot_at.tolist())
     generator = torch.Generator().manual_seed(seed)
@@ -328,20 +336,39 @@ def solver_sample(model: nn.Module, scheduler, n_images: int, n_steps: int,
         for t in scheduler.timesteps:
             output = model(scheduler.scale_model_input(x, t), t.expand(n).to(device))
             x = scheduler.step(output.float(), t, x, **step_options).prev_sample
+            if not x.isfinite().all():  # clamping would hide it in saturated pixels
+                config = scheduler.config
+                cause = ("; likely cause: zero terminal SNR (rescale_betas_zero_snr) "
+                         "with epsilon prediction: x0 from eps divides by "
+                         "sqrt(alpha_bar_T) = 0, so train and sample with v-prediction"
+                         if config.get("rescale_betas_zero_snr")
+                         and config.get("prediction_type") == "epsilon" else "")
+                output_was = "finite" if output.isfinite().all() else "not finite"
+                raise FloatingPointError(
+                    "the sample holds Inf or NaN after the step at timestep "
+                    f"{t.item():g} (the model's output was {output_was}){cause}")
         batches.append(x.cpu())
     return ((torch.cat(batches) + 1) / 2).clamp(0, 1)  # [-1, 1] → [0, 1]
 
 
 def load_or_train_time_unet(dataloader, alphas_cumprod: torch.Tensor, n_steps: int,
                             use_bf16: bool = False, device="cpu") -> nn.Module:
-    """This chapter's EMA model from the course cache; if absent, trained as above."""
+    """This chapter's EMA model from the course cache if it trained for at least
+    n_steps; otherwise (absent, shorter, or saved without its length) trained as
+    above."""
     model = TimeUNet().to(device)
     path = cache_dir("ch04_time_unet") / "ema_model.pt"
     if path.is_file():
-        model.load_state_dict(torch.load(path, map_location=device))
-        print("chapter 4's EMA model, from the course cache")
-        return model.eval()
-    print(f"chapter 4's model is not in the cache: training it ({n_steps} steps)")
+        saved = torch.load(path, map_location=device)
+        trained_for = saved.get("n_steps") if "state_dict" in saved else None
+        if trained_for is not None and trained_for >= n_steps:
+            model.load_state_dict(saved["state_dict"])
+            print(f"chapter 4's EMA model ({trained_for} steps), from the course cache")
+            return model.eval()
+        shown = trained_for or "an unrecorded number of"
+        print(f"the cached model trained for {shown} steps, fewer than {n_steps}: "
+              "not used")
+    print(f"training chapter 4's model ({n_steps} steps)")
     torch.manual_seed(0)  # the initial weights, as in chapter 4
     return train_ddpm(TimeUNet().to(device), dataloader, alphas_cumprod, n_steps,
                       use_bf16=use_bf16, seed=1)[1]

@@ -775,7 +775,7 @@ def test_check_guided_eps():
         return eps_uncond + w * (eps_cond - eps_uncond)
 
     assert check_guided_eps(right)
-    assert "unconditional prediction" in repr(check_guided_eps(lambda c, u, w: c + w * (c - u)))
+    assert "Ho & Salimans" in repr(check_guided_eps(lambda c, u, w: c + w * (c - u)))  # the paper's convention
     assert "view(-1, 1, 1, 1)" in repr(check_guided_eps(lambda c, u, w: u + w * (c - u)))  # (B,) will not broadcast
     assert not check_guided_eps(lambda c, u, w: c)
 
@@ -806,6 +806,106 @@ def test_check_guidance_choice():
     assert "return None" in repr(check_guidance_choice(lambda t, m: right(t, m) if right(t, m) is not None else 0,
                                                        table))
     assert "guidance_table" in repr(check_guidance_choice(right, {}))
+
+
+# --- issue 25: chapter 6's checks -----------------------------------------------------------------------------
+
+def _per_image(w, like):
+    w = torch.as_tensor(w, dtype=like.dtype, device=like.device)
+    return w.view(-1, 1, 1, 1) if w.ndim == 1 else w
+
+
+def test_check_guided_eps_names_the_papers_convention():
+    from course_utils.checks import check_guided_eps
+
+    result = check_guided_eps(lambda c, u, w: (1 + _per_image(w, c)) * c - _per_image(w, c) * u)
+    assert not result and "Ho & Salimans" in repr(result) and "guidance_scale" in repr(result)
+    assert "w = 1 the conditional model" in repr(result) and "w − 1" in repr(result)
+    swapped = check_guided_eps(lambda c, u, w: u + _per_image(w, c) * (u - c))
+    assert not swapped and "wrong way" in repr(swapped)
+
+
+def test_check_guided_eps_catches_an_answer_that_overwrites_its_input():
+    from course_utils.checks import check_guided_eps
+
+    result = check_guided_eps(lambda c, u, w: u.add_(_per_image(w, c) * (c - u)))
+    assert not result and "in place" in repr(result) and "eps_uncond" in repr(result)
+    in_place_cond = check_guided_eps(lambda c, u, w: c.sub_(u).mul_(_per_image(w, c)).add_(u))
+    assert not in_place_cond and "eps_cond" in repr(in_place_cond)
+
+
+def test_check_guided_eps_accepts_right_answers_written_differently():
+    from course_utils.checks import check_guided_eps
+
+    for right in (lambda c, u, w: c + (_per_image(w, c) - 1) * (c - u),  # the paper's form with w - 1
+                  lambda c, u, w: (1 - _per_image(w, c)) * u + _per_image(w, c) * c,
+                  lambda c, u, w: torch.lerp(u, c, _per_image(w, c)),
+                  lambda c, u, w: (u.double() + _per_image(w, c).double() * (c - u).double())):
+        assert check_guided_eps(right, device="cpu")
+
+
+def test_check_guided_eps_runs_on_the_learners_device():
+    # "meta" stands in for CUDA here: a CPU tensor of scales against predictions elsewhere fails the same way
+    from course_utils.checks import check_guided_eps
+
+    def without_device(eps_cond, eps_uncond, w):  # the old solution
+        w = torch.as_tensor(w, dtype=eps_cond.dtype)
+        return eps_uncond + (w.view(-1, 1, 1, 1) if w.ndim == 1 else w) * (eps_cond - eps_uncond)
+
+    assert check_guided_eps(without_device, device="cpu")
+    result = check_guided_eps(without_device, device="meta")
+    assert not result and "device=eps_cond.device" in repr(result)
+    assert check_guided_eps(lambda c, u, w: u + _per_image(w, c) * (c - u), device="meta")
+    assert not check_guided_eps(lambda c, u, w: (u + _per_image(w, c) * (c - u)).to("cpu"), device="meta")
+
+
+def test_check_guided_eps_defaults_to_the_learners_device(monkeypatch):
+    import course_utils.checks.ch06_guidance as ch06
+
+    seen = []
+    monkeypatch.setattr(ch06, "get_device", lambda: seen.append(True) or torch.device("meta"))
+    assert not ch06.check_guided_eps(lambda c, u, w: u + torch.as_tensor(w, dtype=c.dtype).view(-1, 1, 1, 1)
+                                     * (c - u) if torch.as_tensor(w).ndim else u + w * (c - u))
+    assert seen
+
+
+def test_check_guidance_choice_diagnoses_each_mistake():
+    from course_utils.checks import check_guidance_choice
+
+    table = {0: (0.1, 2.1), 1: (0.94, 1.0), 2: (1.0, 1.3), 4: (1.0, 2.7), 8: (1.0, 4.0)}
+
+    def meeting(table, min_share, strict=False):
+        return {w: fd for w, (share, fd) in table.items() if (share > min_share if strict else share >= min_share)}
+
+    def largest_fd(table, min_share):
+        m = meeting(table, min_share)
+        return max(m, key=m.get) if m else None
+
+    def strictly_above(table, min_share):
+        m = meeting(table, min_share, strict=True)
+        return min(m, key=m.get) if m else None
+
+    def highest_share(table, min_share):
+        m = meeting(table, min_share)
+        return max(m, key=lambda w: table[w][0]) if m else None
+
+    def ignores_min_share(table, min_share):
+        return min(table, key=lambda w: table[w][1]) if meeting(table, min_share) else None
+
+    for answer, hint in [(largest_fd, "min, not max"), (strictly_above, ">= min_share"),
+                         (highest_share, "highest share"), (ignores_min_share, "below min_share")]:
+        result = check_guidance_choice(answer, table)
+        assert not result and hint in repr(result), (answer.__name__, repr(result))
+    # the largest FD is not called "the highest share" (the old check's diagnosis), and a threshold of 0.999
+    # is printed as 0.999, not as 1.00 beside shares of exactly 1.00
+    assert "highest share" not in repr(check_guidance_choice(largest_fd, table))
+    def right(table, min_share):
+        m = meeting(table, min_share)
+        return min(m, key=m.get) if m else None
+
+    assert check_guidance_choice(right, table)
+    wrong_at_0999 = check_guidance_choice(lambda t, m: 8 if m == 0.999 else right(t, m), table)
+    assert not wrong_at_0999 and "0.999" in repr(wrong_at_0999) and "1.00" not in repr(wrong_at_0999)
 
 
 # --- issue 24: checks that a plausible wrong answer (or a right one written differently) fooled ----------------
@@ -888,3 +988,45 @@ def test_the_posterior_variance_check_expects_what_diffusers_uses():
                                   variance_type="fixed_small")
         theirs = torch.stack([scheduler._get_variance(t) for t in range(1, len(betas))]).double()
         assert torch.allclose(theirs, expected[1:], rtol=1e-3)  # diffusers keeps its betas in float32
+
+
+def test_check_posterior_variance_compares_with_diffusers_own_variance(monkeypatch):
+    """Its message says it matches diffusers' DDPMScheduler: with diffusers' variance
+    made 1 % larger, the formula's right answer must fail (a check that compared with
+    its own formula would pass it)."""
+    from diffusers import DDPMScheduler
+
+    from course_utils.checks import ch04_ddpm, check_posterior_variance
+
+    def right(betas):
+        ab = torch.cumprod(1 - betas, dim=0)
+        return (1 - _cumprod_prev(ab)) / (1 - ab) * betas
+
+    cached = getattr(ch04_ddpm, "_diffusers_posterior_variance", None)
+    original = DDPMScheduler._get_variance
+
+    def one_percent_more(self, t, *args, **kw):
+        return 1.01 * original(self, t, *args, **kw)
+
+    monkeypatch.setattr(DDPMScheduler, "_get_variance", one_percent_more)
+    if cached is not None:
+        cached.cache_clear()
+    try:
+        assert not check_posterior_variance(right)
+    finally:
+        if cached is not None:
+            cached.cache_clear()
+    monkeypatch.undo()
+    assert check_posterior_variance(right)
+
+
+def test_a_result_shown_in_a_notebook_fits_the_code_width():
+    # the book's column holds 88 characters of monospace: a check's message must not run past it
+    from IPython.lib.pretty import pretty
+
+    from course_utils.checks._harness import CheckResult
+
+    long = CheckResult(False, "corrupt still raises NotImplementedError: replace the `raise` with your code " * 3)
+    shown = pretty(long)
+    assert max(len(line) for line in shown.splitlines()) <= 88 and shown.startswith("❌ Not yet")
+    assert " ".join(shown.split()) == " ".join(long.message.split())  # the same words, only wrapped

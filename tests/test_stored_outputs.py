@@ -110,25 +110,28 @@ def _printed(notebook: str) -> str:
 
 
 def test_chapter_4_quotes_chapter_2s_stored_run():
-    # Chapter 4's stored table holds chapter 2's earlier run (the old, biased measure) until chapter 4 is re-run;
-    # its prose must say so, and quote chapter 2's current figures exactly as chapter 2 prints them.
+    # Chapter 4 compares its model with chapter 2's at equal training time, from figures
+    # copied out of chapter 2's stored run: both scored with score_mnist_samples.
     nb = nbformat.read(NOTEBOOKS[0].parent / "04_ddpm_from_scratch.ipynb", as_version=4)
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    prose = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    quoted = re.search(r'chapter_2 = \{"steps": (\d+), "minutes": ([\d.]+), "confident": ([\d.]+), '
-                       r'"fd_ratio": ([\d.]+)\}', source)
+    quoted = re.search(r'chapter_2 = \{"n": (\d+), "steps": (\d+), '
+                       r'"minutes": ([\d.]+),\s*'
+                       r'"confident_percent": \(([\d.]+), ([\d.]+)\), '
+                       r'"fd_over_floor": \(([\d.]+), ([\d.]+)\)\}', source)
+    assert quoted, "chapter 4 no longer quotes chapter 2's figures in the form this test reads"
     printed = _printed("02_basic_unet_mnist.ipynb")
+    run = re.search(r"(\d+) steps in ([\d.]+) min", printed)
     scores = re.search(r"(\d+) samples; classifier features.*?"
                        r"confident \(top class p >= 0.9\): ([\d.]+) ± ([\d.]+) %.*?"
-                       r"FD over the test-vs-test floor: ([\d.]+) ± ([\d.]+)", printed, re.DOTALL)
-    assert scores, "chapter 2's stored run does not print score_mnist_samples' figures: re-run it"
-    if quoted:  # the earlier run's figures: the prose must label them and give chapter 2's current ones
-        assert "earlier run" in prose, "chapter 4 quotes chapter 2's earlier run without saying so"
-        n, confident, confident_sd, fd, fd_sd = scores.groups()
-        for figure in (f"{confident} ± {confident_sd} %", f"{fd} ± {fd_sd}"):
-            assert figure in prose, f"chapter 4's prose does not quote chapter 2's current figure {figure}"
-    else:
-        assert 'chapter_2 = {"n": ' in source, "chapter 4 no longer quotes chapter 2's figures in a form this test reads"
+                       r"FD over the test-vs-test floor: ([\d.]+) ± ([\d.]+)",
+                       printed, re.DOTALL)
+    assert run and scores, ("chapter 2's stored run does not print score_mnist_samples'"
+                            " figures (re-run it) or its training line")
+    from_chapter_2 = (scores.group(1), run.group(1), run.group(2)) + scores.groups()[1:]
+    assert from_chapter_2 == quoted.groups(), (
+        f"chapter 2 printed {from_chapter_2}, chapter 4 quotes {quoted.groups()}: copy "
+        "chapter 2's figures (N, steps, minutes, confident %, FD over the floor) into "
+        "chapter 4's comparison table")
 
 
 def test_chapter_4_quotes_the_parameter_count_chapter_2_printed():

@@ -6,37 +6,98 @@ from typing import Callable
 
 import torch
 
-from ._harness import CheckResult, _as_tensor, _call, _report
+from ..budget import get_device
+from ._harness import CheckResult, _as_tensor, _call, _report, _tensor_result
+
+# The chapter's w is diffusers' `guidance_scale` (also Imagen's and GLIDE's s): ε_u + w (ε_c − ε_u), w = 1 the
+# conditional model. Ho & Salimans (2021) write ε̃ = (1 + w) ε_c − w ε_u, where their w = 0 is the conditional model.
+CONVENTION_HINT = ("that is Ho & Salimans' convention, (1 + w) ε_cond − w ε_uncond, in which w = 0 is the "
+                   "conditional model. This chapter's w is diffusers' guidance_scale: ε_uncond + w (ε_cond − "
+                   "ε_uncond), w = 1 the conditional model (the paper's w is this w − 1)")
 
 
-def check_guided_eps(guided_eps: Callable) -> CheckResult:
-    """Check `guided_eps(eps_cond, eps_uncond, w)`: ε_u + w (ε_c − ε_u), w a number or one scale per image."""
-    g = torch.Generator().manual_seed(8)
+def _guided_cases(g: torch.Generator) -> list:
+    """(eps_cond, eps_uncond, w) cases: numbers on both sides of 1, then one scale per image."""
     eps_cond, eps_uncond = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
-    for w in (0.0, 1.0, 3.0, torch.tensor([0.0, 2.0, 7.5])):
-        expected = eps_uncond + (w.view(-1, 1, 1, 1) if isinstance(w, torch.Tensor) else w) * (eps_cond - eps_uncond)
-        result, err = _call(guided_eps, eps_cond, eps_uncond, w, name="guided_eps")
+    return [(eps_cond, eps_uncond, w) for w in (0.0, 1.0, 3.0, 0.5, torch.tensor([0.0, 2.0, 7.5]))]
+
+
+def _guided_reference(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w) -> torch.Tensor:
+    c, u = eps_cond.double(), eps_uncond.double()
+    scale = w.double().view(-1, 1, 1, 1) if isinstance(w, torch.Tensor) else w
+    return u + scale * (c - u)
+
+
+def check_guided_eps(guided_eps: Callable, device: torch.device | str | None = None) -> CheckResult:
+    """Check `guided_eps(eps_cond, eps_uncond, w)`: ε_u + w (ε_c − ε_u), w a number or one scale per image.
+
+    Each call gets fresh copies, and the inputs must come back unchanged (a sampler reuses ε_uncond). The
+    per-image case runs again on `device` (default: the learner's, CUDA or MPS when there is one) with the
+    scales as a CPU tensor, as a learner builds them, so a function that forgets to move them is caught there
+    ("meta" runs that part on shapes only: how the tests try it without an accelerator).
+    """
+    g = torch.Generator().manual_seed(8)
+    for eps_cond, eps_uncond, w in _guided_cases(g):
+        per_image = isinstance(w, torch.Tensor)
+        inputs = (eps_cond.clone(), eps_uncond.clone(), w.clone() if per_image else w)
+        result, err = _call(guided_eps, *inputs, name="guided_eps")
         if err:
-            hint = " (a (B,) tensor of scales needs .view(-1, 1, 1, 1) to broadcast)" if isinstance(w, torch.Tensor) else ""
+            hint = " (a (B,) tensor of scales needs .view(-1, 1, 1, 1) to broadcast)" if per_image else ""
             return _report(False, err + hint)
+        changed = [name for name, given, kept in
+                   zip(("eps_cond", "eps_uncond", "w"), inputs, (eps_cond, eps_uncond, w))
+                   if isinstance(kept, torch.Tensor) and not torch.equal(given, kept)]
+        if changed:
+            return _report(False, f"guided_eps changed {', '.join(changed)} in place (an in-place operation "
+                                  "such as add_ or +=): the sampler still needs the predictions, so build "
+                                  "a new tensor, e.g. eps_uncond + w * (eps_cond - eps_uncond)")
         result, err = _as_tensor(result, tuple(eps_cond.shape), "guided_eps")
         if err:
             return _report(False, err)
-        if torch.allclose(result, expected.double(), atol=1e-5):
+        expected = _guided_reference(eps_cond, eps_uncond, w)
+        if torch.allclose(result, expected, atol=1e-5):
             continue
-        label = "per-image scales" if isinstance(w, torch.Tensor) else f"w = {w:g}"
-        if not isinstance(w, torch.Tensor):
-            if torch.allclose(result, (eps_cond + w * (eps_cond - eps_uncond)).double(), atol=1e-5):
-                return _report(False, "start from the unconditional prediction: ε_uncond + w (ε_cond − ε_uncond), "
-                                      "so that w = 0 ignores the label and w = 1 is the conditional model")
-            if w == 0:
-                return _report(False, "with w = 0 the result must be ε_uncond (the label is ignored)")
+        label = "per-image scales" if per_image else f"w = {w:g}"
+        c, u = eps_cond.double(), eps_uncond.double()
+        scale = w.double().view(-1, 1, 1, 1) if per_image else w
+        if torch.allclose(result, c + scale * (c - u), atol=1e-5):
+            return _report(False, f"with {label} you return (1 + w) ε_cond − w ε_uncond: " + CONVENTION_HINT)
+        if torch.allclose(result, u + scale * (u - c), atol=1e-5):
+            return _report(False, "the difference points the wrong way: guidance moves from ε_uncond towards "
+                                  "(and past) ε_cond, ε_uncond + w (ε_cond − ε_uncond)")
+        if not per_image and w == 0:
+            return _report(False, "with w = 0 the result must be ε_uncond (the label is ignored)")
         return _report(False, f"wrong for {label}: expected ε_uncond + w (ε_cond − ε_uncond)")
-    return _report(True, "guidance for a single scale and for one scale per image")
+    device = torch.device(device) if device is not None else get_device()
+    if device.type != "cpu":
+        eps_cond, eps_uncond, w = _guided_cases(g)[-1]
+        result, err = _call(guided_eps, eps_cond.to(device), eps_uncond.to(device), w.clone(),
+                            name="guided_eps")
+        if err:
+            return _report(False, f"on {device.type} with the scales as a CPU tensor: {err}. Put them where the "
+                                  "predictions are: torch.as_tensor(w, dtype=eps_cond.dtype, "
+                                  "device=eps_cond.device)")
+        if not isinstance(result, torch.Tensor) or result.device.type != device.type:
+            return _report(False, f"on {device.type}, return a tensor on the predictions' device")
+        if device.type == "meta":  # shapes only (the tests' stand-in for an accelerator)
+            return _report(True, "guidance for a single scale and for one scale per image, and it runs "
+                                 "where the predictions are")
+        result, err = _as_tensor(result.cpu(), tuple(eps_cond.shape), "guided_eps")
+        if err or not torch.allclose(result, _guided_reference(eps_cond, eps_uncond, w), atol=1e-4):
+            return _report(False, err or f"on {device.type} the result differs from the CPU one")
+        where = f", on the CPU and on {device.type}"
+    else:
+        where = ""
+    return _report(True, f"guidance for a single scale and for one scale per image{where} (w is diffusers' "
+                         "guidance_scale: 1 is the conditional model)")
 
 
 def check_flow_euler_step(flow_euler_step: Callable) -> CheckResult:
-    """Check `flow_euler_step(x_t, velocity, t, t_next)` against FlowMatchEulerDiscreteScheduler.step."""
+    """Check `flow_euler_step(x_t, velocity, t, t_next)` against FlowMatchEulerDiscreteScheduler.step.
+
+    What is compared is the step's formula, on diffusers' own grids (shift 1 and SD3's 3), which differ from the
+    chapter's equal steps; each call gets fresh copies of its inputs.
+    """
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     g = torch.Generator().manual_seed(9)
@@ -47,10 +108,8 @@ def check_flow_euler_step(flow_euler_step: Callable) -> CheckResult:
         for i, timestep in enumerate(scheduler.timesteps):
             t, t_next = float(scheduler.sigmas[i]), float(scheduler.sigmas[i + 1])
             expected = scheduler.step(velocity, timestep, x_t).prev_sample.double()
-            result, err = _call(flow_euler_step, x_t, velocity, t, t_next, name="flow_euler_step")
-            if err:
-                return _report(False, err)
-            result, err = _as_tensor(result, tuple(x_t.shape), "flow_euler_step")
+            result, err = _tensor_result(flow_euler_step, x_t.clone(), velocity.clone(), t, t_next,
+                                         shape=tuple(x_t.shape), name="flow_euler_step")
             if err:
                 return _report(False, err)
             if torch.allclose(result, expected, atol=1e-5):
@@ -60,21 +119,48 @@ def check_flow_euler_step(flow_euler_step: Callable) -> CheckResult:
                                       "velocity ε − x0, towards the data")
             return _report(False, f"from t = {t:.3f} to {t_next:.3f} (shift {shift:g}) the step differs from "
                                   "diffusers': an Euler step is x + (t_next − t)·v")
-    return _report(True, "your step equals FlowMatchEulerDiscreteScheduler.step on its grids, shift 1 and 3")
+    return _report(True, "your step is the formula of FlowMatchEulerDiscreteScheduler.step (checked on its "
+                         "grids, shift 1 and 3)")
 
 
 def _guidance_reference(table: dict, min_share: float):
-    meeting = {w: ratio for w, (share, ratio) in table.items() if share >= min_share}
+    meeting = {w: fd for w, (share, fd) in table.items() if share >= min_share}
     return min(meeting, key=meeting.get) if meeting else None
 
 
+def _guidance_mistakes(table: dict, min_share: float) -> list[tuple[object, str]]:
+    """(what a plausible wrong answer returns, its hint), most specific first."""
+    meeting = [w for w, (share, _) in table.items() if share >= min_share]
+    strict = {w: fd for w, (share, fd) in table.items() if share > min_share}
+    mistakes = []
+    if meeting:
+        mistakes.append((max(meeting, key=lambda w: table[w][1]),
+                         "that w has the highest FD over the floor among those meeting min_share: take "
+                         "the lowest (min, not max)"))
+    mistakes.append((min(strict, key=strict.get) if strict else None,
+                     f"a share equal to min_share ({min_share:.4g}) meets it: keep share >= min_share"))
+    if meeting:
+        mistakes.append((max(meeting, key=lambda w: table[w][0]),
+                         "that w has the highest share, which is not the goal: among the w whose share is "
+                         "at least min_share, take the one with the lowest FD over the floor"))
+    mistakes.append((min(table, key=lambda w: table[w][1]),
+                     "that is the lowest FD over the floor of all w, but its share is below min_share: "
+                     "consider only the w that meet it"))
+    return mistakes
+
+
 def check_guidance_choice(choose_guidance: Callable, table: dict) -> CheckResult:
-    """Check `choose_guidance(table, min_share)` on the chapter's measured table and on made-up ones."""
+    """Check `choose_guidance(table, min_share)` on the chapter's measured table and on made-up ones.
+
+    `table` maps w to (share of the intended digit, FD over the test-vs-test floor). The made-up tables separate
+    the plausible mistakes (max for min, highest share, > for >=, min_share ignored) so each gets its own hint.
+    """
     if not isinstance(table, dict) or not table:
         return _report(False, "pass the chapter's measured `guidance_table` as the second argument")
-    made_up = {0: (0.10, 1.2), 1: (0.80, 0.9), 2: (0.93, 1.1), 4: (0.97, 1.8), 8: (0.99, 3.5)}
+    made_up = {0: (0.12, 1.9), 1: (0.93, 1.1), 2: (1.0, 1.2), 4: (0.995, 2.6), 8: (0.98, 3.9)}
     shares = sorted(share for share, _ in table.values())
-    cases = [(made_up, 0.5), (made_up, 0.9), (made_up, 0.95), (made_up, 0.999), (made_up, 0.0)]
+    cases = [(made_up, 0.5), (made_up, 0.93), (made_up, 0.95), (made_up, 0.999), (made_up, 0.0),
+             (made_up, 1.01)]
     cases += [(table, shares[0]), (table, shares[len(shares) // 2]), (table, shares[-1]), (table, 1.01)]
     for candidate, min_share in cases:
         expected = _guidance_reference(candidate, min_share)
@@ -84,10 +170,10 @@ def check_guidance_choice(choose_guidance: Callable, table: dict) -> CheckResult
         if result == expected:
             continue
         if expected is None:
-            return _report(False, f"no w reaches an intended share of {min_share:.2f}: return None, got {result!r}")
-        meeting = [w for w, (share, _) in candidate.items() if share >= min_share]
-        if result == max(meeting, key=lambda w: candidate[w][0]):
-            return _report(False, "the highest share is not the goal: among the w that meet min_share, "
-                                  "take the one with the lowest FD ratio")
-        return _report(False, f"for min_share {min_share:.2f} expected w = {expected}, got {result!r}")
+            return _report(False, f"no w reaches an intended share of {min_share:.4g}: return None, got "
+                                  f"{result!r}")
+        for wrong, hint in _guidance_mistakes(candidate, min_share):
+            if wrong is not None and result == wrong and wrong != expected:
+                return _report(False, hint)
+        return _report(False, f"for min_share {min_share:.4g} expected w = {expected}, got {result!r}")
     return _report(True, "right on the chapter's measured table and on made-up ones (None when unmet)")
