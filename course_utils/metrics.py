@@ -424,11 +424,12 @@ class Comparison:
         a, b = self.names
         how = "paired" if self.paired else "unpaired"
         if not self.differ:
-            return (f"{a} and {b}: level within the noise at N = {self.n} "
+            return (f"{a} and {b}: level within the noise\n    at N = {self.n} "
                     f"(difference {self.difference:+.3g}, spread {self.spread:.2g}, {how})")
         lower, higher = (a, b) if self.difference < 0 else (b, a)
-        return (f"{lower} lower than {higher} by {abs(self.difference):.3g} at N = {self.n}, beyond "
-                f"{DIFFERENCE_SDS:g} × the spread {self.spread:.2g} ({how})")
+        # two lines, so that a comparison fits the book's column (88 characters)
+        return (f"{lower} lower than {higher} by {abs(self.difference):.3g}\n    at N = {self.n}, "
+                f"beyond {DIFFERENCE_SDS:g} × the spread {self.spread:.2g} ({how})")
 
     __repr__ = __str__
 

@@ -322,3 +322,15 @@ def test_real_inception_features_share_one_cache_for_all_and_for_the_full_count(
     assert torch.equal(everything, again) and torch.equal(everything, more)
     some = metrics.real_inception_features(name, 8, n=5, progress=False)
     assert computed == [size, 5] and some.shape == (5, 4)
+
+
+def test_a_printed_comparison_fits_the_column_with_long_names():
+    """Chapter 5 prints comparisons after a 3-space indent with names like
+    'DDIM, η = 0, clip'; each line must fit the book's 88 columns (issue 26)."""
+    keys = tuple((seed, draw) for seed in (0, 1, 2) for draw in (0, 1))
+    a = metrics.Estimate((10.0, 11.0, 12.0, 10.5, 11.5, 12.5), 2000, keys)
+    b = metrics.Estimate((10.5, 11.6, 12.4, 11.0, 12.1, 12.9), 2000, keys)
+    names = ("DPM-Solver++ (SDE), 20 steps", "DDIM, η = 0, clip, 20 steps")
+    for found in (metrics.compare(a, b, names), metrics.compare(a, a, names)):
+        for line in f"   {found}".splitlines():
+            assert len(line) <= 88, line
