@@ -153,3 +153,19 @@ def test_autocast_and_scaler_follow_the_choice():
 def test_this_machine_gets_an_answer():
     chosen = choose_precision("cpu")
     assert chosen.dtype in (None, torch.bfloat16) and chosen.reason
+
+
+def test_chapters_choose_bf16_with_the_precision_rule_never_alone():
+    """Every chapter that can autocast to bf16 decides with choose_precision (issue 27):
+    is_bf16_supported() says True for emulated bf16 (a T4), and 'any CPU' is wrong for
+    CPUs without AVX-512 BF16 or AMX."""
+    import nbformat
+
+    root = Path(__file__).resolve().parent.parent
+    for path in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
+                         if c.cell_type == "code")
+        assert "is_bf16_supported" not in code, f"{path.name} asks is_bf16_supported()"
+        assert 'device.type == "cpu" or' not in code, f"{path.name}: bf16 on any CPU"
+        if "bfloat16" in code or "bf16" in code:
+            assert "choose_precision(" in code, f"{path.name} uses bf16 without the rule"
