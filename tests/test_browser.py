@@ -87,6 +87,12 @@ PAGE_REPORT = """
     uncued_equations: displays.filter(box => wide(box) && !cued(box)).map(text),
     check_markers: [...document.querySelectorAll("div.cell_input, div.cell_output")]
       .filter(el => el.textContent.includes("NBVAL_CHECK_OUTPUT")).map(text),
+    // figures on a phone: none shrunk below 3/4 of its drawn size (its text would fall under 9 pt's 12 px)
+    small_figures: [...document.querySelectorAll("div.cell_output img")]
+      .filter(img => !img.closest("div.animation") && img.naturalWidth > 0 && visible(img)
+        && img.getBoundingClientRect().width < 0.75 * img.naturalWidth)
+      .map(img => `${img.alt || img.src.split("/").pop()} at ${Math.round(img.getBoundingClientRect().width)} of `
+        + `${img.naturalWidth} px`),
     page_overflow: Math.max(document.documentElement.scrollWidth, document.body.scrollWidth) - width,
     // what sticks out past the window's right edge, outside any box that scrolls or clips it
     wide_elements: [...document.querySelectorAll("body *")]
@@ -333,6 +339,8 @@ def _problems(page: str, screen: dict, report: dict) -> list[str]:
                                    f"{report['check_markers'][:1]}")
     check(report["page_overflow"] > 1, f"the page scrolls sideways by {report['page_overflow']} px "
                                        f"({report['wide_elements']})")
+    check(report["small_figures"], f"{len(report['small_figures'])} figures shrunk below 3/4 of their size "
+                                   f"(text under 9 pt), e.g. {report['small_figures'][:2]}")
     toggles = report["toggles"]
     if screen["mobile"]:
         check(toggles.get("primary") is None, "no visible ☰ (site navigation) button")

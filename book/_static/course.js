@@ -25,6 +25,7 @@ document.addEventListener("DOMContentLoaded", () => {
    course-more-left / course-more-right while there is more to see on that side; course.css fades that side out. */
 const COURSE_SCROLL_BOXES = [
   "div.math mjx-container",
+  "div.cell_output.course-figure-box",
   "div.cell_output pre",
   "div.highlight pre",
   ".pst-scrollable-table-container",
@@ -49,9 +50,40 @@ document.addEventListener(
   },
   true, // scroll events do not bubble
 );
-window.addEventListener("resize", courseMarkAllOverflows);
-window.addEventListener("load", () => {
+
+/* Figures on a phone: the chapters draw figures about 7 inches wide at 100 dpi (about 700 px) with 9-10 pt text.
+   Shrunk to a 360 px column that text would be 6-7 px high and unreadable. Below 576 px a figure that would shrink
+   under COURSE_FIGURE_SCALE of its size keeps that scale instead; its output box scrolls sideways (with the fade
+   cue) and the reader pans, or taps it to open the image alone. */
+const COURSE_FIGURE_SCALE = 0.8;
+
+function courseSizeFigures() {
+  const phone = window.matchMedia("(max-width: 576px)").matches;
+  document.querySelectorAll("div.cell_output img").forEach((img) => {
+    const box = img.closest("div.cell_output");
+    if (!box || img.closest("div.animation") || !img.naturalWidth) {
+      return;
+    }
+    const keep = Math.round(img.naturalWidth * COURSE_FIGURE_SCALE);
+    const enlarge = phone && keep > box.clientWidth;
+    img.classList.toggle("course-figure-kept", enlarge);
+    img.style.width = enlarge ? `${keep}px` : "";
+    box.classList.toggle("course-figure-box", enlarge);
+    if (enlarge && !img.dataset.courseZoom && !img.closest("a")) {
+      img.dataset.courseZoom = "1";
+      img.addEventListener("click", () => {
+        if (img.classList.contains("course-figure-kept")) {
+          window.open(img.src, "_blank");
+        }
+      });
+    }
+  });
   courseMarkAllOverflows();
+}
+
+window.addEventListener("resize", courseSizeFigures);
+window.addEventListener("load", () => {
+  courseSizeFigures();
   document.fonts.ready.then(courseMarkAllOverflows);
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
     MathJax.startup.promise.then(courseMarkAllOverflows); // equations have their width once typeset
