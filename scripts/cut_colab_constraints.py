@@ -34,10 +34,11 @@ PACKAGES: dict[str, tuple[str, ...]] = {
     "requirements.txt": (
         "numpy", "diffusers", "datasets", "accelerate", "matplotlib", "pillow", "tqdm",
         "ipywidgets", "opencv-python-headless", "scipy", "filetype", "loguru",
-        "requests",
+        "requests", "transformers",
     ),
-    "the Hugging Face stack (diffusers, datasets, accelerate)": (
-        "huggingface-hub", "hf-xet", "safetensors", "pyarrow", "fsspec", "pandas",
+    "the Hugging Face stack (diffusers, datasets, accelerate, transformers)": (
+        "huggingface-hub", "hf-xet", "safetensors", "tokenizers", "pyarrow", "fsspec",
+        "pandas",
         "dill", "multiprocess", "xxhash", "regex", "filelock", "httpx", "httpcore",
         "httpx2", "httpcore2",
         "anyio", "h11", "certifi", "idna", "urllib3", "charset-normalizer",

