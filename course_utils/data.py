@@ -1,4 +1,4 @@
-"""Loading the course datasets (Hub in Colab, a local mirror offline) and image transforms."""
+"""Course datasets and models (Hub in Colab, a mirror offline) and image transforms."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from PIL import Image
 DATA_DIR_ENV = "COURSE_DATA_DIR"
 CACHE_DIR_ENV = "COURSE_CACHE_DIR"
 HUB_HOST = "huggingface.co"
+MODELS_DIR = "models"  # model copies: COURSE_DATA_DIR/models/<name>
+# A model is in the Hugging Face cache when one of these files is.
+CACHED_MODEL_FILES = ("config.json", "model_index.json")
 
 
 class CourseDataError(RuntimeError):
@@ -87,6 +90,15 @@ def hub_available(timeout: float = 3.0) -> bool:
     return not _offline_flags_set() and _hub_reachable(timeout)
 
 
+def _no_hub_error(name: str) -> CourseDataError:
+    """The error for a download of `name` when the Hub cannot be reached."""
+    return CourseDataError(
+        f"Cannot reach the Hugging Face Hub ({HUB_HOST}) to download {name!r}. "
+        f"Connect to the internet, or set {DATA_DIR_ENV} to a folder with the course's "
+        f"offline copies (in this repository: export {DATA_DIR_ENV}=../shared/data)."
+    )
+
+
 def _load_mirror(name: str, split: str, data_dir: str):
     from datasets import load_dataset
 
@@ -126,11 +138,7 @@ def load_course_dataset(name: str = "ylecun/mnist", split: str = "train"):
 
     # Without this check, datasets retries for ~20 s and then fails deep inside its own code.
     if not _offline_flags_set() and not _hub_reachable():
-        raise CourseDataError(
-            f"Cannot reach the Hugging Face Hub ({HUB_HOST}) to download {name!r}. "
-            f"Connect to the internet, or set {DATA_DIR_ENV} to a folder with the course's "
-            f"offline copies (in this repository: export {DATA_DIR_ENV}=../shared/data)."
-        )
+        raise _no_hub_error(name)
     try:
         return load_dataset(name, split=split)
     except Exception as exc:  # datasets raises many kinds; say what to do instead
@@ -139,6 +147,79 @@ def load_course_dataset(name: str = "ylecun/mnist", split: str = "train"):
             f"{type(exc).__name__}: {exc}. Offline, set {DATA_DIR_ENV} to the folder with the "
             f"course's offline copies (in this repository: ../shared/data)."
         ) from exc
+
+
+def model_source(hub_id: str, timeout: float = 3.0) -> str:
+    """Where `from_pretrained` should load the Hub model `hub_id` from right now.
+
+    The model counterpart of `load_course_dataset`'s switch, for lines such as
+    `AutoModel.from_pretrained(model_source("sentence-transformers/all-MiniLM-L6-v2"))`:
+
+    * `COURSE_DATA_DIR` set: the offline copy, the folder
+      `COURSE_DATA_DIR/models/<name>` where `<name>` is the part of `hub_id` after
+      its slash (`sentence-transformers/all-MiniLM-L6-v2` ->
+      `.../models/all-MiniLM-L6-v2`), as an absolute path.
+    * otherwise `hub_id` itself: `from_pretrained` downloads it from the Hugging Face
+      Hub, or, with an offline flag (`HF_HUB_OFFLINE`, `HF_DATASETS_OFFLINE`) set,
+      takes it from the Hugging Face cache (found there by its `config.json`, or a
+      diffusers pipeline's `model_index.json`).
+
+    Args:
+        hub_id: a Hub model id, `"namespace/name"` or `"name"`.
+        timeout: seconds to wait for the Hub to answer (DNS included) before saying
+            it cannot be reached; used only without `COURSE_DATA_DIR`.
+
+    Returns:
+        The local folder (str) or `hub_id`.
+
+    Raises:
+        TypeError: `hub_id` is not a string.
+        ValueError: `hub_id` is not a valid Hub model id
+            (`huggingface_hub.utils.validate_repo_id`).
+        FileNotFoundError: `COURSE_DATA_DIR` is set but has no folder for the model;
+            the message names the folder expected and the models that are there.
+        CourseDataError: no `COURSE_DATA_DIR`, and the Hub cannot be reached within
+            `timeout` seconds, or an offline flag is set and the model is not in
+            the Hugging Face cache; the message says to set `COURSE_DATA_DIR`.
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(hub_id, str):
+        raise TypeError(f"hub_id must be a Hub model id such as "
+                        f"'sentence-transformers/all-MiniLM-L6-v2', got {hub_id!r}")
+    try:
+        validate_repo_id(hub_id)
+    except ValueError as error:
+        raise ValueError(f"hub_id must be a Hub model id such as "
+                         f"'sentence-transformers/all-MiniLM-L6-v2', got {hub_id!r} "
+                         f"({error})") from None
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir:
+        models = Path(data_dir).expanduser().resolve() / MODELS_DIR
+        folder = models / hub_id.rsplit("/", 1)[-1]
+        if not folder.is_dir():
+            if models.is_dir():
+                names = sorted(p.name for p in models.iterdir() if p.is_dir())
+                there = f"{models} holds {', '.join(names) or 'no model folders'}"
+            else:
+                there = f"{models} does not exist"
+            raise FileNotFoundError(
+                f"{DATA_DIR_ENV}={data_dir!r} has no offline copy of {hub_id!r}: "
+                f"expected the folder {folder}; {there}. Unset {DATA_DIR_ENV} to "
+                f"download it from the Hub.")
+        return str(folder)
+    if not _offline_flags_set():
+        if not _hub_reachable(timeout):
+            raise _no_hub_error(hub_id)
+    elif not any(isinstance(try_to_load_from_cache(hub_id, name), str)
+                 for name in CACHED_MODEL_FILES):
+        raise CourseDataError(
+            f"An offline flag (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE) is set and "
+            f"{hub_id!r} is not in the Hugging Face cache. Set {DATA_DIR_ENV} to a "
+            f"folder with the course's offline copies (in this repository: export "
+            f"{DATA_DIR_ENV}=../shared/data), or unset the flag to download it.")
+    return hub_id
 
 
 def cache_dir(name: str) -> Path:

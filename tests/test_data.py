@@ -1,11 +1,13 @@
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from course_utils import CourseDataError, ImageTransform, data_source, load_course_dataset, pil_to_tensor
+from course_utils import (CourseDataError, ImageTransform, data_source,
+                          load_course_dataset, model_source, pil_to_tensor)
 
 
 def test_mnist_mirror_loads_with_hub_columns(data_dir):
@@ -59,6 +61,106 @@ def test_offline_without_mirror_fails_fast_and_clearly(monkeypatch):
     start = time.perf_counter()
     assert data.hub_available(timeout=2) is False  # what chapter 3 asks before from_pretrained
     assert time.perf_counter() - start < 5
+
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _no_hub_settings(monkeypatch: pytest.MonkeyPatch, offline_flag: bool) -> None:
+    """Neither a mirror nor an offline flag, or the flag alone."""
+    for name in ("COURSE_DATA_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    if offline_flag:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_model_mirror_maps_the_hub_id_to_its_local_folder(data_dir):
+    path = model_source(MINILM)
+    assert path == str((data_dir / "models" / "all-MiniLM-L6-v2").resolve())
+    assert (Path(path) / "config.json").is_file()
+
+
+def test_model_mirror_missing_the_model_names_the_folder_expected(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    expected = tmp_path.resolve() / "models" / "all-MiniLM-L6-v2"
+    with pytest.raises(FileNotFoundError, match="models does not exist") as error:
+        model_source(MINILM)
+    assert str(expected) in str(error.value)
+    (tmp_path / "models" / "some-other-model").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="holds some-other-model") as error:
+        model_source(MINILM)
+    assert str(expected) in str(error.value) and MINILM in str(error.value)
+
+
+@pytest.mark.parametrize("bad, error", [
+    (3, TypeError), (None, TypeError), ("", ValueError), ("a/b/c", ValueError),
+    ("../models", ValueError), ("name with spaces", ValueError),
+])
+def test_model_source_rejects_what_is_not_a_hub_id(bad, error, data_dir):
+    with pytest.raises(error, match="hub_id must be a Hub model id"):
+        model_source(bad)
+
+
+@pytest.mark.parametrize("offline_flag", [False, True], ids=["unreachable", "flag"])
+def test_model_source_offline_without_mirror_fails_fast_and_clearly(
+        offline_flag, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    import course_utils.data as data
+
+    _no_hub_settings(monkeypatch, offline_flag)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    if not offline_flag and data._hub_reachable(timeout=2):
+        pytest.skip("this machine can reach the Hugging Face Hub")
+    start = time.perf_counter()
+    with pytest.raises(CourseDataError, match="COURSE_DATA_DIR"):
+        model_source(MINILM)
+    assert time.perf_counter() - start < 5
+
+
+def test_model_source_gives_the_hub_id_when_the_hub_or_the_cache_has_it(
+        tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    import course_utils.data as data
+
+    _no_hub_settings(monkeypatch, offline_flag=False)
+    monkeypatch.setattr(data, "_hub_reachable", lambda timeout=3.0: True)
+    assert model_source(MINILM) == MINILM  # Colab: from_pretrained downloads it
+    # Offline flag set, model in the Hugging Face cache (its layout, made by hand):
+    _no_hub_settings(monkeypatch, offline_flag=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    repo = tmp_path / "models--sentence-transformers--all-MiniLM-L6-v2"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    assert model_source(MINILM) == MINILM
+    # A diffusers pipeline has model_index.json at the top instead.
+    pipeline = tmp_path / "models--someone--tiny-pipeline" / "snapshots" / ("0" * 40)
+    pipeline.mkdir(parents=True)
+    (pipeline.parents[1] / "refs").mkdir()
+    (pipeline.parents[1] / "refs" / "main").write_text("0" * 40)
+    (pipeline / "model_index.json").write_text("{}")
+    assert model_source("someone/tiny-pipeline") == "someone/tiny-pipeline"
+
+
+def test_mirrored_text_encoder_gives_one_384_vector_per_token(data_dir):
+    # One short batch: the shorter caption is padded, the mask marks its padding.
+    from transformers import AutoModel, AutoTokenizer
+
+    path = model_source(MINILM)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    encoder = AutoModel.from_pretrained(path).eval()
+    batch = tokenizer(["grinning face", "smiling cat face with heart-shaped eyes"],
+                      padding=True, return_tensors="pt")
+    with torch.no_grad():
+        tokens = encoder(**batch).last_hidden_state
+    n_tokens = batch["input_ids"].shape[1]
+    assert tokens.shape == (2, n_tokens, 384) and torch.isfinite(tokens).all()
+    mask = batch["attention_mask"]
+    assert mask[0].sum() < mask[1].sum() == n_tokens  # the first caption is padded
 
 
 def test_pil_to_tensor_shapes_and_range():
