@@ -104,6 +104,4 @@ CONSTANTS: dict[str, dict[str, str]] = {
 
 # Chapters whose prose has not yet been re-read against a re-run: the test is expected to fail for them.
 PENDING: dict[str, str] = {
-    "06_guidance_and_flow_matching.ipynb": "issue 25: chapter 6 rewritten; awaiting its full-budget run and the "
-                                           "[[CHECK AFTER RUN: ...]] sentences",
 }
