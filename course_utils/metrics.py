@@ -580,8 +580,9 @@ class MnistScores:
         return figures
 
     def __str__(self) -> str:
-        return (f"{self.n} samples; classifier features; {self.draws} random draws of {self.n} test digits "
-                f"(mean ± sd over draws):\n"
+        # lines within 88 characters: the book's column
+        return (f"{self.n} samples; classifier features;\n"
+                f"{self.draws} random draws of {self.n} test digits (mean ± sd over draws):\n"
                 + _confidence_lines(self.confidence, self.confident.std)
                 + f"  FD to test digits {self.fd}; test-vs-test floor {self.floor};\n"
                 f"  training vs test {self.train_vs_test}\n"
