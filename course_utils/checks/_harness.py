@@ -67,3 +67,22 @@ def _tensor_result(fn: Callable, *args, shape: tuple[int, ...], name: str
 
 def _linear_betas(n: int = 1000) -> torch.Tensor:
     return torch.linspace(1e-4, 0.02, n, dtype=torch.float64)
+
+
+def _coefficients(result: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image, the least-squares c_a, c_b with result ≈ c_a a + c_b b, and how far it is off.
+
+    `result`, `a` and `b` have shape (B, ...): returns c_a and c_b of shape (B,) and the largest
+    absolute residual of each image, (B,), all float64. The checks read a learner's answer
+    through these coefficients, so they need no formula of the answer: they compare the
+    coefficients with the properties the exercise asks for.
+    """
+    if not (result.shape == a.shape == b.shape):
+        raise ValueError(f"result, a and b must have one shape, got {tuple(result.shape)}, "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    basis = torch.stack([a.double().flatten(1), b.double().flatten(1)], dim=2)  # (B, N, 2)
+    target = result.double().flatten(1).unsqueeze(2)  # (B, N, 1)
+    coef = torch.linalg.lstsq(basis, target).solution  # (B, 2, 1)
+    residual = (basis @ coef - target).abs().amax(dim=(1, 2))
+    return coef[:, 0, 0], coef[:, 1, 0], residual
