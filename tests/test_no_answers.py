@@ -1,11 +1,10 @@
 """Nothing the learner sees answers an exercise (issue 28).
 
-The learner's package (`course_utils`, what `pip install` gives and `help()` shows) and the
-student edition (the chapters without their solutions) are searched for each reference answer's
-telltale code, for public reference functions with an exercise's signature, and for messages or
-docstrings that state an answer. The reference answers themselves live in
-`tests/reference_answers.py`, outside the package.
-"""
+The learner's package (`course_utils`, what `pip install` gives and `help()` shows) and
+the student edition (the chapters without their solutions) are searched for each
+reference answer's telltale code, for public reference functions with an exercise's
+signature, and for messages or docstrings that state an answer. The reference answers
+themselves live in `tests/reference_answers.py`, outside the package."""
 
 from __future__ import annotations
 
@@ -29,7 +28,8 @@ def _spaced(code: str) -> str:
     return r"\s*".join(re.escape(token) for token in tokens)
 
 
-# (exercise, regex): each matches an answer (or a way to call one) and nothing a check needs
+# (exercise, regex): each matches an answer (or a way to call one) and nothing a check
+# needs
 TELLTALES = [
     ("1.2", _spaced("snr / (1 + snr)")),
     ("1.3", _spaced("torch.nonzero(snr < 1)")),
@@ -62,13 +62,22 @@ TELLTALES = [
     ("any", r"expected (NFE|w =) \{"),
 ]
 
-# Known leaks outside the checks that only a chapter change can remove: these modules are exact
-# copies of chapter cells (a test keeps each equal to its cell). Each must still match (so the
-# list shrinks when a chapter is fixed); nothing else may.
+# Known leaks outside the checks that only a chapter change can remove: these modules
+# are exact copies of chapter cells (a test keeps each equal to its cell). Each must
+# still match (so the list shrinks when a chapter is fixed); nothing else may.
 KNOWN_IN_PACKAGE = {
-    ("course_utils/ddpm.py", "2.2"): "reverse_step is chapter 4's cell: Algorithm 2's step",
-    ("course_utils/flow.py", "6.1"): "denoise_guided is chapter 6's cell: the guided combination",
-    ("course_utils/data.py", "3.1"): "ImageTransform(32, flip_prob=0.5) is the set_transform of 3.1",
+    (
+        "course_utils/ddpm.py",
+        "2.2",
+    ): "reverse_step is chapter 4's cell: Algorithm 2's step",
+    (
+        "course_utils/flow.py",
+        "6.1",
+    ): "denoise_guided is chapter 6's cell: the guided combination",
+    (
+        "course_utils/data.py",
+        "3.1",
+    ): "ImageTransform(32, flip_prob=0.5) is the set_transform of 3.1",
 }
 
 
@@ -77,15 +86,19 @@ def _hits(text: str) -> set[str]:
 
 
 def _package_hits() -> set[tuple[str, str]]:
-    return {(path.relative_to(ROOT).as_posix(), exercise)
-            for path in sorted(PACKAGE.rglob("*.py"))
-            for exercise in _hits(path.read_text(encoding="utf-8"))}
+    return {
+        (path.relative_to(ROOT).as_posix(), exercise)
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for exercise in _hits(path.read_text(encoding="utf-8"))
+    }
 
 
 def test_the_learners_package_holds_no_answer():
     hits = _package_hits()
     assert hits - set(KNOWN_IN_PACKAGE) == set(), "an exercise's answer in course_utils"
-    assert set(KNOWN_IN_PACKAGE) <= hits, "a known leak is gone: remove it from KNOWN_IN_PACKAGE"
+    assert (
+        set(KNOWN_IN_PACKAGE) <= hits
+    ), "a known leak is gone: remove it from KNOWN_IN_PACKAGE"
 
 
 def test_no_public_reference_function():
@@ -97,12 +110,16 @@ def test_no_public_reference_function():
         assert names == [], f"{module.__name__} exports {names}"
 
 
-# Chapters whose earlier (non-solution) cells still hold an exercise's answer: the notebook
-# changes listed in issue 28's report remove them; until then each must still match.
+# Chapters whose earlier (non-solution) cells still hold an exercise's answer: the
+# notebook changes listed in issue 28's report remove them; until then each must still
+# match.
 KNOWN_IN_STUDENT_EDITION = {
     ("04_ddpm_from_scratch", "2.2"): "cell 49, reverse_step: Algorithm 2's step (2.2)",
     ("05_measuring_and_improving", "5.1"): "cell 11 computes 5.1's closed form",
-    ("06_guidance_and_flow_matching", "6.1"): "cell 15 guides with ε_u + w (ε_c − ε_u) (6.1)",
+    (
+        "06_guidance_and_flow_matching",
+        "6.1",
+    ): "cell 15 guides with ε_u + w (ε_c − ε_u) (6.1)",
     ("06_guidance_and_flow_matching", "6.2"): "cell 29 writes the Euler step (6.2)",
 }
 
@@ -111,20 +128,31 @@ KNOWN_IN_STUDENT_EDITION = {
 def student_edition(tmp_path_factory) -> dict[str, str]:
     out = tmp_path_factory.mktemp("student")
     write_student_edition(out, CHAPTERS)
-    return {path.stem: "\n".join(cell.source for cell in nbformat.read(out / path.name, 4).cells
-                                 if cell.cell_type == "code")
-            for path in CHAPTERS}
+    return {
+        path.stem: "\n".join(
+            cell.source
+            for cell in nbformat.read(out / path.name, 4).cells
+            if cell.cell_type == "code"
+        )
+        for path in CHAPTERS
+    }
 
 
 def test_the_student_edition_holds_no_answer(student_edition):
-    hits = {(chapter, exercise) for chapter, code in student_edition.items()
-            for exercise in _hits(code)}
+    hits = {
+        (chapter, exercise)
+        for chapter, code in student_edition.items()
+        for exercise in _hits(code)
+    }
     assert hits - set(KNOWN_IN_STUDENT_EDITION) == set()
-    assert set(KNOWN_IN_STUDENT_EDITION) <= hits, "a known leak is gone: update the list"
+    assert (
+        set(KNOWN_IN_STUDENT_EDITION) <= hits
+    ), "a known leak is gone: update the list"
 
 
 def test_stored_check_values_equal_the_reference_answers():
-    """The values the SDEdit check compares with are what the reference SDEdit computes."""
+    """The values the SDEdit check compares with are what the reference SDEdit computes.
+    """
     import sys
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -143,6 +171,9 @@ def test_stored_check_values_equal_the_reference_answers():
 
         import numpy as np
 
-        again = np.frombuffer(base64.b64decode(fresh[key][1]), dtype="<f4").reshape(shape)
-        assert torch.allclose(stored_values(key), torch.from_numpy(again.astype(np.float64)),
-                              atol=1e-6)
+        again = np.frombuffer(base64.b64decode(fresh[key][1]), dtype="<f4").reshape(
+            shape
+        )
+        assert torch.allclose(
+            stored_values(key), torch.from_numpy(again.astype(np.float64)), atol=1e-6
+        )

@@ -1,10 +1,10 @@
-"""Expected values that some checks compare with, stored as numbers rather than computed.
+"""Expected values some checks compare with, stored as numbers rather than computed.
 
-A check whose right answer can only be computed by the exercise's own solution (SDEdit, for
-one) compares with values stored here. They were computed once, outside this package, by the
-reference answers in `tests/reference_answers.py` (`scripts/make_check_values.py` writes this
-file; a test recomputes them). Each is a float32 array, little-endian, base64-encoded.
-"""
+A check whose right answer can only be computed by the exercise's own solution (SDEdit,
+for one) compares with values stored here. They were computed once, outside this
+package, by the reference answers in `tests/reference_answers.py`
+(`scripts/make_check_values.py` writes this file; a test recomputes them). Each is a
+float32 array, little-endian, base64-encoded."""
 
 from __future__ import annotations
 

@@ -8,16 +8,22 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._harness import (CheckResult, _as_tensor, _call, _coefficients, _linear_betas,
-                       _report)
-
+from ._harness import (
+    CheckResult,
+    _as_tensor,
+    _call,
+    _coefficients,
+    _linear_betas,
+    _report,
+)
 
 _BROADCAST_ERROR = "must match the size of tensor"  # torch's message when (B,) meets (B, C, H, W)
 
 
 def _depends_on_noise(fn: Callable, result: torch.Tensor, *args: torch.Tensor, noise_at: int) -> bool:
-    """True when `fn` gives `result` again for the same inputs and changes when only the noise changes: it builds
-    its output from the noise it was given (not from torch.randn_like, nor without noise)."""
+    """True when `fn` gives `result` again for the same inputs and changes when only the
+    noise changes: it builds its output from the noise it was given (not from
+    torch.randn_like, nor without noise)."""
     again, err = _call(fn, *(a.clone() for a in args), name="")
     if err or not isinstance(again, torch.Tensor) or again.shape != result.shape:
         return True  # nothing to say about the noise
@@ -32,7 +38,8 @@ def _depends_on_noise(fn: Callable, result: torch.Tensor, *args: torch.Tensor, n
 
 
 def check_corrupt(corrupt: Callable) -> CheckResult:
-    """Check `corrupt(x, noise, amount)`: a per-image lerp from x (amount 0) to noise (amount 1)."""
+    """Check `corrupt(x, noise, amount)`: a per-image lerp from x (amount 0) to noise
+    (amount 1)."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, 1, 8, 8, generator=g)
     noise = torch.randn(4, 1, 8, 8, generator=g)
@@ -77,7 +84,8 @@ def _alpha_bar_end(beta_start: float, beta_end: float, n_steps: int) -> float:
 
 
 def check_beta_end(beta_end_for: Callable) -> CheckResult:
-    """Check `beta_end_for(target, beta_start, n_steps)`: the linear schedule's β_end that leaves ᾱ_T = target."""
+    """Check `beta_end_for(target, beta_start, n_steps)`: the linear schedule's β_end
+    that leaves ᾱ_T = target."""
     cases = [(_alpha_bar_end(1e-4, 0.02, 1000), 1e-4, 1000), (1e-3, 1e-4, 1000), (0.05, 1e-4, 1000),
              (1e-6, 1e-4, 1000), (1e-3, 1e-3, 50)]
     for target, beta_start, n_steps in cases:
@@ -116,7 +124,9 @@ def _near(a: torch.Tensor, b: torch.Tensor | float, rtol: float = 1e-4) -> torch
     return (a - b).abs() <= rtol * b.abs().clamp(min=1e-3)
 
 
-def _ratio_is(top: torch.Tensor, bottom: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+def _ratio_is(
+    top: torch.Tensor, bottom: torch.Tensor, ratio: torch.Tensor
+) -> torch.Tensor:
     """Elementwise top ≈ ratio · bottom, to 1e-5 · (1 + ratio): float32 answers pass."""
     return (top - ratio * bottom).abs() <= 1e-5 * (1 + ratio)
 
@@ -158,22 +168,44 @@ def check_noise_to_snr(noise_to_snr: Callable) -> CheckResult:
             if bool((unit & _ratio_is(c_x**2, c_n**2, s)).all()):
                 continue
             wrong = [
-                (_near(c_x, 1) & _near(c_n, 1 / s.sqrt()),
-                 "that x_t has the right SNR but is the VE form (x_0 + σε): its variance "
-                 "grows as the SNR falls. Keep the variance at 1 (variance preserving)"),
-                (unit & _ratio_is(c_n**2, c_x**2, s),
-                 "signal and noise are swapped: the share you gave the signal is the noise's "
-                 "share of the variance; with a large SNR x_t should be almost x_0"),
-                (unit & _ratio_is(c_x, c_n, s),
-                 "the SNR is a ratio of powers (variances), ᾱ / (1 − ᾱ), not of the "
-                 "coefficients √ᾱ / √(1 − ᾱ)"),
-                (unit & _near(c_x**2, s.clamp(max=1)),
-                 "the SNR is not ᾱ: SNR = ᾱ / (1 − ᾱ); solve it for ᾱ first"),
-                (_near(c_x + c_n, 1) & _ratio_is(c_x, c_n, s),
-                 "close: the coefficients are standard deviations, so they need square "
-                 "roots"),
-                (unit & _ratio_is(c_x**2, c_n**2, s[:1].expand(len(s))),
-                 "every image got the first image's SNR; each image has its own"),
+                (
+                    _near(c_x, 1) & _near(c_n, 1 / s.sqrt()),
+                    (
+                        "that x_t has the right SNR but is the VE form (x_0 + σε): its"
+                        " variance grows as the SNR falls. Keep the variance at 1"
+                        " (variance preserving)"
+                    ),
+                ),
+                (
+                    unit & _ratio_is(c_n**2, c_x**2, s),
+                    (
+                        "signal and noise are swapped: the share you gave the signal is"
+                        " the noise's share of the variance; with a large SNR x_t"
+                        " should be almost x_0"
+                    ),
+                ),
+                (
+                    unit & _ratio_is(c_x, c_n, s),
+                    (
+                        "the SNR is a ratio of powers (variances), ᾱ / (1 − ᾱ), not of"
+                        " the coefficients √ᾱ / √(1 − ᾱ)"
+                    ),
+                ),
+                (
+                    unit & _near(c_x**2, s.clamp(max=1)),
+                    "the SNR is not ᾱ: SNR = ᾱ / (1 − ᾱ); solve it for ᾱ first",
+                ),
+                (
+                    _near(c_x + c_n, 1) & _ratio_is(c_x, c_n, s),
+                    (
+                        "close: the coefficients are standard deviations, so they need"
+                        " square roots"
+                    ),
+                ),
+                (
+                    unit & _ratio_is(c_x**2, c_n**2, s[:1].expand(len(s))),
+                    "every image got the first image's SNR; each image has its own",
+                ),
             ]
             for is_wrong, hint in wrong:
                 if bool(is_wrong.all()):
@@ -186,24 +218,33 @@ def check_noise_to_snr(noise_to_snr: Callable) -> CheckResult:
         return _report(False, f"for SNRs {snrs} the values are off: with a large "
                               "SNR x_t should be almost x_0, with a small one almost "
                               "noise, and ᾱ / (1 − ᾱ) should equal snr")
-    return _report(True, "variance preserved and the SNR asked for, image by image, for "
-                         "two batch shapes: the VP point with that SNR")
+    return _report(
+        True,
+        "variance preserved and the SNR asked for, image by image, for "
+        "two batch shapes: the VP point with that SNR",
+    )
 
 
-# sha256 of "course snr_crossing <t>" for the answer: the check knows the answer without stating it
-_SNR_CROSSING_SHA256 = "e7175553a7dc9abf49fd0e44a7ebff8c5c68631d4bc28c2f4c2fbb9d9ce6cf62"
+# sha256 of "course snr_crossing <t>" for the answer: the check knows the answer without
+# stating it
+_SNR_CROSSING_SHA256 = (
+    "e7175553a7dc9abf49fd0e44a7ebff8c5c68631d4bc28c2f4c2fbb9d9ce6cf62"
+)
 
 
 def _is_crossing(t: int) -> bool:
-    return hashlib.sha256(f"course snr_crossing {t}".encode()).hexdigest() == _SNR_CROSSING_SHA256
+    return (
+        hashlib.sha256(f"course snr_crossing {t}".encode()).hexdigest()
+        == _SNR_CROSSING_SHA256
+    )
 
 
 def check_snr_crossing(t_cross: object) -> CheckResult:
-    """Check the first timestep at which the linear schedule's SNR = ᾱ/(1−ᾱ) drops below 1.
+    """Check the first timestep at which the linear schedule's SNR = ᾱ/(1−ᾱ) drops below
+    1.
 
-    The answer is stored as a hash; a wrong answer gets a hint about its kind of mistake (an
-    off-by-one, a value outside the schedule), never which way the answer lies.
-    """
+    The answer is stored as a hash; a wrong answer gets a hint about its kind of mistake
+    (an off-by-one, a value outside the schedule), never which way the answer lies."""
     if isinstance(t_cross, torch.Tensor) and t_cross.numel() == 1:
         t_cross = int(t_cross.item())
     if isinstance(t_cross, np.integer):  # what np.argmax returns
@@ -211,14 +252,25 @@ def check_snr_crossing(t_cross: object) -> CheckResult:
     if isinstance(t_cross, bool) or not isinstance(t_cross, int):
         return _report(False, f"expected one integer timestep, got {type(t_cross).__name__}")
     if _is_crossing(t_cross):
-        return _report(True, f"from t = {t_cross} on, the noise carries more power than the signal")
+        return _report(
+            True, f"from t = {t_cross} on, the noise carries more power than the signal"
+        )
     if not 0 <= t_cross < len(_linear_betas()):
-        return _report(False, f"t = {t_cross} is not a timestep of the schedule: diffusers' timesteps "
-                              "run from 0 to 999")
+        return _report(
+            False,
+            f"t = {t_cross} is not a timestep of the schedule: diffusers' timesteps "
+            "run from 0 to 999",
+        )
     if _is_crossing(t_cross - 1):
-        return _report(False, "off by one: diffusers' timesteps are 0-based (its t = 0 is the paper's "
-                              "t = 1), so count from 0: the first index whose SNR is below 1")
+        return _report(
+            False,
+            "off by one: diffusers' timesteps are 0-based (its t = 0 is the paper's "
+            "t = 1), so count from 0: the first index whose SNR is below 1",
+        )
     if _is_crossing(t_cross + 1):
         return _report(False, "off by one: you want the first t whose SNR is already below 1")
-    return _report(False, f"t = {t_cross} is not where the SNR first drops below 1. Hint: SNR = "
-                          "ᾱ_t / (1 − ᾱ_t), from alphas_cumprod; look for the first t where it is < 1")
+    return _report(
+        False,
+        f"t = {t_cross} is not where the SNR first drops below 1. Hint: SNR = "
+        "ᾱ_t / (1 − ᾱ_t), from alphas_cumprod; look for the first t where it is < 1",
+    )

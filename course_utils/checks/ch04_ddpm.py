@@ -59,33 +59,40 @@ def check_posterior_variance(posterior_variance: Callable) -> CheckResult:
         if torch.allclose(result, b, rtol=1e-4):
             return _report(False, "that is β_t itself, the paper's other choice of σ_t²; the posterior variance "
                                   "scales it by (1 − ᾱ_{t−1}) / (1 − ᾱ_t)")
-        if abs(float(result[0])) > 1e-6 and torch.allclose(result[1:], reference[1:], rtol=1e-3):
+        if abs(float(result[0])) > 1e-6 and torch.allclose(
+            result[1:], reference[1:], rtol=1e-3
+        ):
             return _report(False, "right from the second step on; at the first step ᾱ_{t−1} = 1, so β̃ is 0 there")
         shifted = (1 - ab) / (1 - torch.cat([ab[1:], ab[-1:]])) * b
         if torch.allclose(result[:-1], shifted[:-1], rtol=1e-4):
             return _report(False, "off by one step: use ᾱ_{t−1} (the previous step's product) over ᾱ_t")
         if torch.allclose(result, ((1 - _cumprod_prev(ab)) / (1 - ab)).sqrt() * b, rtol=1e-4):
             return _report(False, "no square root: β̃_t is a variance, a plain ratio times β_t")
-        return _report(False, "the variances differ from the posterior's: check ᾱ (a cumulative "
-                              "product), the step it is taken at, and the first step")
+        return _report(
+            False,
+            "the variances differ from the posterior's: check ᾱ (a cumulative "
+            "product), the step it is taken at, and the first step",
+        )
     return _report(True, "β̃_t matches diffusers' DDPMScheduler variance ('fixed_small') on two schedules")
 
 
 def _two_schedules() -> list[tuple[str, torch.Tensor]]:
-    """ᾱ of the linear schedule and of the cosine one (float32): a solution must use the one it is given."""
+    """ᾱ of the linear schedule and of the cosine one (float32): a solution must use the
+    one it is given."""
     from ..ddpm import cosine_beta_schedule
 
     return [("linear", torch.cumprod(1 - _linear_betas().float(), dim=0)),
             ("cosine", torch.cumprod(1 - cosine_beta_schedule(1000).float(), dim=0))]
 
 
-def _conditioned_mean(x_t: torch.Tensor, x0: torch.Tensor, alphas_cumprod: torch.Tensor,
-                      t: int) -> torch.Tensor:
-    """E[x_{t−1} | x_t, x_0] by conditioning the joint Gaussian of (x_{t−1}, x_t) given x_0.
+def _conditioned_mean(
+    x_t: torch.Tensor, x0: torch.Tensor, alphas_cumprod: torch.Tensor, t: int
+) -> torch.Tensor:
+    """E[x_{t−1} | x_t, x_0] by conditioning the joint Gaussian of (x_{t−1}, x_t) given
+    x_0.
 
     An independent route to the exercise's closed form: E[x_{t−1} | x_0] plus
-    Cov(x_{t−1}, x_t) / Var(x_t) times the surprise x_t − E[x_t | x_0], in float64.
-    """
+    Cov(x_{t−1}, x_t) / Var(x_t) times the surprise x_t − E[x_t | x_0], in float64."""
     ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
     step = ab / ab_prev  # the one-step α_t
     x_t, x0 = x_t.double(), x0.double()
@@ -94,11 +101,12 @@ def _conditioned_mean(x_t: torch.Tensor, x0: torch.Tensor, alphas_cumprod: torch
 
 
 def check_posterior_mean(posterior_mean: Callable) -> CheckResult:
-    """Check `posterior_mean(x_t, x0, t, alphas_cumprod)`: the mean μ̃_t of q(x_{t−1} | x_t, x_0).
+    """Check `posterior_mean(x_t, x0, t, alphas_cumprod)`: the mean μ̃_t of q(x_{t−1} |
+    x_t, x_0).
 
-    On two schedules (so an answer must use the `alphas_cumprod` it is given) and at t = 1, 2, 10, 400, 999 (at
-    small t an off-by-one in the index moves the mean by far more than the tolerance).
-    """
+    On two schedules (so an answer must use the `alphas_cumprod` it is given) and at t =
+    1, 2, 10, 400, 999 (at small t an off-by-one in the index moves the mean by far more
+    than the tolerance)."""
     g = torch.Generator().manual_seed(5)
     x0 = torch.rand(2, 1, 8, 8, generator=g) * 2 - 1
     eps = torch.randn(2, 1, 8, 8, generator=g)
@@ -113,37 +121,54 @@ def check_posterior_mean(posterior_mean: Callable) -> CheckResult:
                 return _report(False, err)
             if torch.allclose(result, expected, atol=1e-4):
                 continue
-            # the usual slips, built from the right coefficients (the mean is linear in x_t and x0)
+            # the usual slips, built from the right coefficients (the mean is linear in
+            # x_t and x0)
             ones, zeros = torch.ones_like(x0), torch.zeros_like(x0)
-            c_x0 = _conditioned_mean(zeros, ones, alphas_cumprod.double(), t)[0, 0, 0, 0]
-            c_xt = _conditioned_mean(ones, zeros, alphas_cumprod.double(), t)[0, 0, 0, 0]
+            c_x0 = _conditioned_mean(zeros, ones, alphas_cumprod.double(), t)[
+                0, 0, 0, 0
+            ]
+            c_xt = _conditioned_mean(ones, zeros, alphas_cumprod.double(), t)[
+                0, 0, 0, 0
+            ]
             ab, ab_prev = ab.double(), ab_prev.double()
-            swapped = ((ab / ab_prev).sqrt() * c_x0 * x0 + (1 - ab) / (1 - ab_prev) * c_xt * x_t).double()
+            swapped = (
+                (ab / ab_prev).sqrt() * c_x0 * x0
+                + (1 - ab) / (1 - ab_prev) * c_xt * x_t
+            ).double()
             if torch.allclose(result, swapped, atol=1e-4):
                 return _report(False, "use ᾱ_{t−1} (alphas_cumprod[t − 1]) in the numerators, ᾱ_t in the "
                                       "denominators")
-            no_roots = (ab_prev.sqrt() * c_x0 * x0 + (ab / ab_prev).sqrt() * c_xt * x_t).double()
+            no_roots = (
+                ab_prev.sqrt() * c_x0 * x0 + (ab / ab_prev).sqrt() * c_xt * x_t
+            ).double()
             if torch.allclose(result, no_roots, atol=1e-4):
                 return _report(False, "the coefficients have square roots: √ᾱ_{t−1} and √α_t")
-            return _report(False, f"with the {schedule} schedule at t = {t} your mean differs from μ̃_t by up to "
-                                  f"{(result - expected).abs().max():.3g}; β_t = 1 − ᾱ_t/ᾱ_{{t−1}} and "
-                                  "α_t = 1 − β_t, all from the alphas_cumprod passed in")
-    return _report(True, "your mean is E[x_{t−1} | x_t, x_0] of the forward process, on the "
-                         "linear and the cosine schedule")
+            return _report(
+                False,
+                f"with the {schedule} schedule at t = {t} your mean differs from μ̃_t"
+                f" by up to {(result - expected).abs().max():.3g}; β_t = 1 −"
+                " ᾱ_t/ᾱ_{t−1} and α_t = 1 − β_t, all from the alphas_cumprod"
+                " passed in",
+            )
+    return _report(
+        True,
+        "your mean is E[x_{t−1} | x_t, x_0] of the forward process, on the "
+        "linear and the cosine schedule",
+    )
 
 
 def check_q_sample_from(q_sample_from: Callable) -> CheckResult:
-    """Check `q_sample_from(x_s, s, t, noise, alphas_cumprod)`: a sample of q(x_t | x_s).
+    """Check `q_sample_from(x_s, s, t, noise, alphas_cumprod)`: a sample of q(x_t |
+    x_s).
 
-    On two schedules, so an answer must use the `alphas_cumprod` it is given.
-    """
+    On two schedules, so an answer must use the `alphas_cumprod` it is given."""
     g = torch.Generator().manual_seed(6)
     x_s = torch.randn(3, 1, 8, 8, generator=g)
     noise = torch.randn(3, 1, 8, 8, generator=g)
     for schedule, alphas_cumprod in _two_schedules():
         for s, t in ((0, 10), (100, 600), (998, 999)):
             # the signal's share after the one-step factors α_{s+1} … α_t, one by one
-            steps = (alphas_cumprod[s + 1:t + 1] / alphas_cumprod[s:t]).double()
+            steps = (alphas_cumprod[s + 1 : t + 1] / alphas_cumprod[s:t]).double()
             keep = steps.prod()
             expected = keep.sqrt() * x_s.double() + (1 - keep).sqrt() * noise.double()
             ratio = keep
@@ -159,7 +184,12 @@ def check_q_sample_from(q_sample_from: Callable) -> CheckResult:
                                       "s+1..t still apply: their product is ᾱ_t / ᾱ_s")
             if torch.allclose(result, ratio * x_s.double() + (1 - ratio) * noise.double(), atol=1e-4):
                 return _report(False, "the coefficients are standard deviations: take square roots")
-            return _report(False, f"with the {schedule} schedule, for s = {s}, t = {t}, the result is off: "
-                                  "only the steps after s act on x_s, and x_t keeps unit variance; use the "
-                                  "alphas_cumprod passed in")
-    return _report(True, "forward jumps from any step, on the linear and the cosine schedule")
+            return _report(
+                False,
+                f"with the {schedule} schedule, for s = {s}, t = {t}, the result is"
+                " off: only the steps after s act on x_s, and x_t keeps unit variance;"
+                " use the alphas_cumprod passed in",
+            )
+    return _report(
+        True, "forward jumps from any step, on the linear and the cosine schedule"
+    )

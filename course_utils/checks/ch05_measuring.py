@@ -11,11 +11,11 @@ from ._harness import CheckResult, _call, _tensor_result, _report
 
 
 def check_frechet_diagonal(frechet_diagonal: Callable) -> CheckResult:
-    """Check `frechet_diagonal(mu_a, var_a, mu_b, var_b)`: FD between two diagonal Gaussians.
+    """Check `frechet_diagonal(mu_a, var_a, mu_b, var_b)`: FD between two diagonal
+    Gaussians.
 
-    Compared with the general formula, tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^½) through scipy's sqrtm on the
-    full matrices, so the check holds no diagonal shortcut of its own.
-    """
+    Compared with the general formula, tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^½) through scipy's
+    sqrtm on the full matrices, so the check holds no diagonal shortcut of its own."""
     from scipy.linalg import sqrtm
 
     rng = np.random.default_rng(0)
@@ -23,8 +23,10 @@ def check_frechet_diagonal(frechet_diagonal: Callable) -> CheckResult:
         mu_a, mu_b = rng.normal(size=dim), rng.normal(size=dim)
         var_a, var_b = rng.uniform(0.5, 4, size=dim), rng.uniform(0.5, 4, size=dim)
         cov_a, cov_b = np.diag(var_a), np.diag(var_b)
-        expected = float(np.sum((mu_a - mu_b) ** 2)
-                         + np.trace(cov_a + cov_b - 2 * np.real(sqrtm(cov_a @ cov_b))))
+        expected = float(
+            np.sum((mu_a - mu_b) ** 2)
+            + np.trace(cov_a + cov_b - 2 * np.real(sqrtm(cov_a @ cov_b)))
+        )
         result, err = _call(frechet_diagonal, mu_a, var_a, mu_b, var_b, name="frechet_diagonal")
         if err:
             return _report(False, err)
@@ -47,7 +49,9 @@ def check_frechet_diagonal(frechet_diagonal: Callable) -> CheckResult:
                         name="frechet_diagonal")
     if err or abs(float(result)) > 1e-12:
         return _report(False, err or "a Gaussian's distance to itself must be 0")
-    return _report(True, "your FD for diagonal Gaussians equals the general formula with sqrtm")
+    return _report(
+        True, "your FD for diagonal Gaussians equals the general formula with sqrtm"
+    )
 
 
 def check_eps_from_v(eps_from_v: Callable) -> CheckResult:
@@ -70,34 +74,55 @@ def check_eps_from_v(eps_from_v: Callable) -> CheckResult:
     return _report(False, "substitute x0 = √ᾱ x_t − √(1−ᾱ) v into x_t = √ᾱ x0 + √(1−ᾱ) ε and solve for ε")
 
 
-def _nfe_mistake(table: dict, sampler: str, target: float, result: object) -> str | None:
-    """What is wrong with `result` as the fewest NFE of `sampler` meeting `target`, or None.
+def _nfe_mistake(
+    table: dict, sampler: str, target: float, result: object
+) -> str | None:
+    """What is wrong with `result` as the fewest NFE of `sampler` meeting `target`, or
+    None.
 
-    Verified against the table rather than computed: a right answer meets the target, and no
-    smaller NFE does; None is right only when no budget meets it.
-    """
+    Verified against the table rather than computed: a right answer meets the target,
+    and no smaller NFE does; None is right only when no budget meets it."""
     rows = table[sampler]
     meets = {nfe for nfe, ratio, *_ in rows if ratio <= target}
     if result is None:
-        return None if not meets else (f"{sampler!r} meets FD over the floor {target:g} at some "
-                                       "measured budget, so the answer is not None")
+        return (
+            None
+            if not meets
+            else (
+                f"{sampler!r} meets FD over the floor {target:g} at some "
+                "measured budget, so the answer is not None"
+            )
+        )
     if isinstance(result, bool) or not isinstance(result, (int, float, np.number)):
-        return f"return an NFE from the table (an int) or None, got {type(result).__name__}"
+        return (
+            "return an NFE from the table (an int) or None, got"
+            f" {type(result).__name__}"
+        )
     if not meets:
-        return (f"{sampler} meets FD over the floor {target:g} at none of its measured budgets: "
-                f"return None, got {result!r}")
+        return (
+            f"{sampler} meets FD over the floor {target:g} at none of its measured"
+            f" budgets: return None, got {result!r}"
+        )
     if result not in {nfe for nfe, *_ in rows}:
-        return f"{result} is not an NFE measured for {sampler!r}: take one from its rows"
+        return (
+            f"{result} is not an NFE measured for {sampler!r}: take one from its rows"
+        )
     if result not in meets:
-        return f"for {sampler!r} at NFE {result} FD over the floor is above the target {target:g}"
+        return (
+            f"for {sampler!r} at NFE {result} FD over the floor is above the target"
+            f" {target:g}"
+        )
     if any(nfe < result for nfe in meets):
-        return (f"for {sampler!r} and target {target:g} a smaller NFE than {result} meets it too: "
-                "take the smallest")
+        return (
+            f"for {sampler!r} and target {target:g} a smaller NFE than {result} meets"
+            " it too: take the smallest"
+        )
     return None
 
 
 def check_fewest_nfe(fewest_nfe: Callable, sweep: dict) -> CheckResult:
-    """Check `fewest_nfe(sweep, sampler, target)` on the chapter's measured sweep and on made-up ones."""
+    """Check `fewest_nfe(sweep, sampler, target)` on the chapter's measured sweep and on
+    made-up ones."""
     if not isinstance(sweep, dict) or not sweep:
         return _report(False, "pass the chapter's measured `sweep` dict as the second argument")
     made_up = {"A": [(5, 9.0, 0.1), (10, 3.0, 0.2), (20, 1.5, 0.4), (50, 1.6, 1.0)],
