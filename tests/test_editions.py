@@ -42,6 +42,7 @@ def test_student_edition_has_no_solutions_and_keeps_every_exercise(path, tmp_pat
         assert code not in text, f"{path.name}: solution code survives:\n{code[:200]}"
     assert len(exercise_cells(student)) == len(exercise_cells(original)) >= 3
     assert "{exercise}" in text  # the questions stay
+    assert "folded away" not in text  # nor a sentence about the solutions it no longer has
     assert student.metadata["course_edition"] == "student"
 
 
