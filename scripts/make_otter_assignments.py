@@ -266,6 +266,7 @@ def _setup(nb: nbformat.NotebookNode, chapter: int) -> str:
         "import numpy as np",
         "import torch",
         "from diffusers import DDPMScheduler",
+        "from PIL import Image",
         f"from course_utils.checks import {', '.join(CHAPTER_EXERCISES[chapter])}",
     ]
     objects = []
@@ -283,30 +284,25 @@ def _setup(nb: nbformat.NotebookNode, chapter: int) -> str:
     return "\n".join(imports + [""] + objects)
 
 
-def _literal(value: object) -> str:
-    """`value` as a Python literal: tensors and arrays as nested lists of floats."""
+def _plain(value: object) -> object:
+    """`value` with tensors, arrays and numpy scalars as Python lists and numbers."""
     import numpy as np
     import torch
 
     if isinstance(value, torch.Tensor):
         value = value.detach().double().cpu().numpy()
     if isinstance(value, np.ndarray):
-        value = value.astype(float).round(9).tolist()
+        return value.astype(float).round(9).tolist()
     if isinstance(value, np.generic):
-        value = value.item()
-    return (
-        json.dumps(value)
-        if not isinstance(value, (list, dict)) or _jsonable(value)
-        else repr(value)
-    )
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
-def _jsonable(value: object) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except TypeError:
-        return False
+def _literal(value: object) -> str:
+    """`value` as a Python literal (None stays None): lists of numbers, numbers, None."""
+    return repr(_plain(value))
 
 
 def _runnable(setup: str, solution: str) -> str:

@@ -149,3 +149,18 @@ def test_otter_assign_then_local_grading_scores_each_submission(masters, tmp_pat
             if r["question"] == "(total)"
         }
     assert totals == {"ada": 3.0, "bob": 2.0, "cy": 0.0}
+
+
+def test_hidden_tests_pass_on_the_published_solutions(masters):
+    """Each hidden test, run as Otter runs it (after the setup and the solutions), passes;
+    a literal that is not Python (JSON's null, say) would fail here."""
+    for chapter, path in masters.items():
+        nb = nbformat.read(path, as_version=4)
+        namespace: dict = {}
+        setup = next(c.source for c in nb.cells if c.cell_type == "code")
+        exec(setup, namespace)
+        for cell in _blocks(nb, "SOLUTION"):
+            exec(cell.source, namespace)
+        for cell in _blocks(nb, "TESTS"):
+            if "hidden: true" in cell.source:
+                exec(cell.source, namespace)  # as Otter does; AssertionError if it fails
