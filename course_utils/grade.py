@@ -197,6 +197,28 @@ def _environment(job_dir: Path) -> dict[str, str]:
     return env
 
 
+def run_in_session(command: list[str], cwd: Path, env: dict[str, str], timeout: float
+                   ) -> int | None:
+    """Run `command` in a session of its own, with no input or output; when it ends, or
+    at `timeout` seconds, kill its whole process group (what it left running too).
+
+    Returns its exit status, or None when it ran past the timeout.
+    """
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        code: int | None = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        code = None
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+    return code
+
+
 def run_worker(job: dict, notebook: Path, limits: Limits) -> tuple[dict | None, str]:
     """Run the worker on `job` in a fresh folder; return (its record or None, what
     happened)."""
@@ -224,29 +246,11 @@ def run_worker(job: dict, notebook: Path, limits: Limits) -> tuple[dict | None, 
                 os.chown(path, uid, gid, follow_symlinks=False)
         os.chmod(job_dir, 0o700)
         started = time.monotonic()
-        process = subprocess.Popen(
+        code = run_in_session(
             [sys.executable, "-m", "course_utils._grade_worker", str(job_dir)],
-            cwd=job_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            code = process.wait(timeout=limits.timeout)
-            outcome = (
-                "done"
-                if code == 0
-                else f"the notebook's process ended with status {code}"
-            )
-        except subprocess.TimeoutExpired:
-            outcome = "timeout"
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # whatever the notebook left running
-        except ProcessLookupError:
-            pass
-        process.wait()
+            job_dir, env, limits.timeout)
+        outcome = ("timeout" if code is None else "done" if code == 0
+                   else f"the notebook's process ended with status {code}")
         elapsed = time.monotonic() - started
         error_path = job_dir / "worker-error.txt"
         if error_path.exists() and error_path.stat().st_size < 4096:

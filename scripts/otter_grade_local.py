@@ -18,11 +18,12 @@ import csv
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from course_utils.grade import run_in_session  # noqa: E402
 
 HEADER = ["learner", "question", "score", "max_score", "message"]
 
@@ -52,34 +53,11 @@ def grade_one(autograder: Path, notebook: Path, timeout: float) -> list[list]:
             os.environ,
             PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         )
-        process = subprocess.Popen(
-            [
-                otter_executable(),
-                "run",
-                "-a",
-                str(autograder.resolve()),
-                "-o",
-                "out",
-                "--no-logo",
-                notebook.name,
-            ],
-            cwd=work,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            code = process.wait(timeout=timeout)
-            problem = None if code == 0 else f"otter run ended with status {code}"
-        except subprocess.TimeoutExpired:
-            problem = f"ran past {timeout:g} s"
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+        code = run_in_session(
+            [otter_executable(), "run", "-a", str(autograder.resolve()), "-o", "out",
+             "--no-logo", notebook.name], work, env, timeout)
+        problem = (f"ran past {timeout:g} s" if code is None else None if code == 0
+                   else f"otter run ended with status {code}")
         results = work / "out" / "results.json"
         try:
             tests = json.loads(results.read_text())["tests"]

@@ -115,12 +115,13 @@ SUBMISSIONS = {  # learner: cells after the import cell
     "eli": [PATCH_CHECKS + STUBS[0], *STUBS[1:]],  # patches checks, print, __bool__
     "fox": [CLASSMATE + STUBS[0], *STUBS[1:]],  # runs a classmate's answers
     "gil": [KILL_PARENT + STUBS[0], *STUBS[1:]],  # kills the process above it
-    "hew": [IGNORE_SIGINT + BETA, SNR, CROSS],  # a loop that ignores SIGINT
     "ivy": [BETA, "print('x' * 100_000_000)\n" + SNR, CROSS],  # 100 MB of printout
     "jo": [BETA, "raise KeyboardInterrupt\n" + SNR, CROSS],
     "kim": [BETA, "import os\nos._exit(0)\n" + SNR, CROSS],  # ends its own process
 }
-TIMEOUT = 15  # seconds per notebook: hew's loop must hit it
+# Seconds per notebook: generous, so that a loaded machine (this one ran at a load of 8 on
+# 2 cores) grades honest notebooks in time; the loop that must time out is graded alone.
+TIMEOUT = 300
 
 
 def _notebook(cells: list[str]) -> nbformat.NotebookNode:
@@ -221,12 +222,16 @@ def test_a_classmates_notebook_is_out_of_reach(graded):
 def test_killing_the_parent_ends_only_that_notebook(graded):
     assert _total(graded, "gil") == 0  # its stubs earn nothing, whenever the kill lands
     assert {graded["results"]["gil", e]["result"] for e in EXERCISES} <= {"fail", "error"}
-    assert _total(graded, "hew") == 0 and _total(graded, "ivy") == 3  # graded after it
+    assert _total(graded, "ivy") == 3  # graded after it
 
 
-def test_a_loop_that_ignores_sigint_times_out_and_the_run_goes_on(graded):
-    assert _results(graded, "hew") == ["timeout"] * 3
-
+def test_a_loop_that_ignores_sigint_times_out(tmp_path):
+    path = tmp_path / "hew.ipynb"
+    nbformat.write(_notebook([IGNORE_SIGINT + BETA, SNR, CROSS]), path)
+    started = time.monotonic()
+    grades = grade_notebook(path, Limits(timeout=10))
+    assert [g.result for g in grades] == ["timeout"] * 3
+    assert time.monotonic() - started < 60  # killed, not waited for
 
 def test_a_huge_printout_changes_nothing(graded):
     assert _results(graded, "ivy") == ["pass"] * 3

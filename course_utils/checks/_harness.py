@@ -95,3 +95,9 @@ def _coefficients(
     coef = torch.linalg.lstsq(basis, target).solution  # (B, 2, 1)
     residual = (basis @ coef - target).abs().amax(dim=(1, 2))
     return coef[:, 0, 0], coef[:, 1, 0], residual
+
+
+def _near(a: torch.Tensor, b: torch.Tensor | float, rtol: float = 1e-4) -> torch.Tensor:
+    """Elementwise |a − b| ≤ rtol · max(|b|, 1e-3), as a bool tensor (float64)."""
+    b = torch.as_tensor(b, dtype=torch.float64)
+    return (a - b).abs() <= rtol * b.abs().clamp(min=1e-3)

@@ -14,6 +14,7 @@ from ._harness import (
     _call,
     _coefficients,
     _linear_betas,
+    _near,
     _report,
 )
 
@@ -116,12 +117,6 @@ def check_beta_end(beta_end_for: Callable) -> CheckResult:
                               f"{beta_end:.5g} gives ᾱ_T = {reached:.3g}")
     return _report(True, f"DDPM's ᾱ_T = {cases[0][0]:.2e} needs β_end = 0.02, and every other target is met "
                          "to 0.1 %")
-
-
-def _near(a: torch.Tensor, b: torch.Tensor | float, rtol: float = 1e-4) -> torch.Tensor:
-    """Elementwise |a − b| ≤ rtol · max(|b|, 1e-3), as a bool tensor."""
-    b = torch.as_tensor(b, dtype=torch.float64)
-    return (a - b).abs() <= rtol * b.abs().clamp(min=1e-3)
 
 
 def _ratio_is(

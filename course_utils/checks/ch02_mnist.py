@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from ._harness import CheckResult, _as_tensor, _call, _coefficients, _report
+from ._harness import CheckResult, _as_tensor, _call, _coefficients, _near, _report
 
 _BROADCAST_ERROR = "must match the size of tensor"  # torch's message when (B,) meets (B, C, H, W)
 _SCHEDULES = ("linear", "squaredcos_cap_v2")  # two, so an answer that reads a global schedule fails on one
@@ -24,12 +24,6 @@ def _ddpm_scheduler(beta_schedule: str = "linear"):
 def _changed(names: tuple[str, ...], given: tuple[torch.Tensor, ...], kept: tuple[torch.Tensor, ...]) -> list[str]:
     """The names of the inputs that the learner's function changed in place."""
     return [name for name, a, b in zip(names, given, kept) if not torch.equal(a, b)]
-
-
-def _near(a: torch.Tensor, b: torch.Tensor | float, rtol: float = 1e-4) -> torch.Tensor:
-    """Elementwise |a − b| ≤ rtol · max(|b|, 1e-3), as a bool tensor (float64)."""
-    b = torch.as_tensor(b, dtype=torch.float64)
-    return (a - b).abs() <= rtol * b.abs().clamp(min=1e-3)
 
 
 def _solved_with(
