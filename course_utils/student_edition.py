@@ -18,6 +18,8 @@ import nbformat
 # A MyST solution block: an opening fence of 3+ backticks or colons with {solution}, up to the same fence.
 SOLUTION_BLOCK = re.compile(
     r"^(?P<fence>`{3,}|:{3,})\{solution\}[^\n]*\n.*?^(?P=fence)[ \t]*$\n?", re.MULTILINE | re.DOTALL)
+# Sentences about the folded solutions, which the student edition no longer has.
+SOLUTION_SENTENCE = re.compile(r"[ \t]*[^.!?\n]*\bsolutions? (?:are|is) folded[^.!?]*[.!?]")
 EXERCISE_CHECK = re.compile(r"^check_\w+\(", re.MULTILINE)
 STUB_MARK = re.compile(r"# your (code|answer) here")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -36,6 +38,7 @@ def remove_solutions(nb: nbformat.NotebookNode) -> int:
         if cell.cell_type == "markdown":
             removed += len(solution_blocks(cell.source))
             cell.source = SOLUTION_BLOCK.sub("", cell.source).strip("\n")
+            cell.source = SOLUTION_SENTENCE.sub("", cell.source)
             if not cell.source.strip():
                 continue  # the cell held nothing but a solution
         kept_cells.append(cell)

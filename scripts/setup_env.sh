@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Make or update the course's virtual environment for one job: `book` (build the book) or `test` (run the tests).
+# Make or update the course's virtual environment for one job: `book` (build the book), `test` (run the tests)
+# or `otter` (the instructors' Otter-Grader tools, requirements-otter.txt).
 # Cheap to run again: it reinstalls only when a requirements or constraints file changed.
 # COURSE_COLAB=1: a second environment, .venv-colab, with Colab's versions of the chapters' libraries
 # (constraints-colab.txt over constraints.txt; the CPU torch of constraints.txt stands in for Colab's).
 set -euo pipefail
 
-job=${1:?usage: scripts/setup_env.sh book|test}
+job=${1:?usage: scripts/setup_env.sh book|test|otter}
+case "$job" in
+    book|test|otter) ;;
+    *) echo "setup: the job is book, test or otter, got '$job'" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 colab=${COURSE_COLAB:-0}
 case "$colab" in

@@ -1,5 +1,6 @@
-"""The shared harness of the exercise checks: a result that is true when passed and shows "Correct" or what is
-wrong, a safe call of the learner's function, and shape checks."""
+"""The shared harness of the exercise checks: a result that is true when passed and
+shows "Correct" or what is wrong, a safe call of the learner's function, and shape
+checks."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ FAIL = "❌ Not yet"
 
 
 class CheckResult:
-    """The outcome of an exercise check: true when passed; shows its message in a notebook."""
+    """The outcome of an exercise check: true when passed; shows its message in a
+    notebook."""
 
     def __init__(self, passed: bool, message: str) -> None:
         self.passed = passed
@@ -26,7 +28,8 @@ class CheckResult:
         return self.message
 
     def _repr_pretty_(self, printer, cycle: bool) -> None:
-        # in a notebook: wrapped to the book's code width, so the result fits the column on any screen
+        # in a notebook: wrapped to the book's code width, so the result fits the column
+        # on any screen
         printer.text("\n".join(textwrap.fill(line, width=88, subsequent_indent="  ", break_long_words=False,
                                               break_on_hyphens=False) for line in self.message.splitlines()))
 
@@ -36,7 +39,8 @@ def _report(ok: bool, message: str) -> CheckResult:
 
 
 def _call(fn: Callable, *args, name: str) -> tuple[object, str | None]:
-    """Call the learner's function; on an exception return a message instead of raising."""
+    """Call the learner's function; on an exception return a message instead of raising.
+    """
     if not callable(fn):
         return None, f"expected a function, got {type(fn).__name__}"
     try:
@@ -57,8 +61,8 @@ def _as_tensor(result: object, shape: tuple[int, ...], name: str) -> tuple[torch
 
 def _tensor_result(fn: Callable, *args, shape: tuple[int, ...], name: str
                    ) -> tuple[torch.Tensor | None, str | None]:
-    """Call the learner's function and check it returned a tensor of `shape`: (result as float64, None), or
-    (None, a message saying what went wrong)."""
+    """Call the learner's function and check it returned a tensor of `shape`: (result as
+    float64, None), or (None, a message saying what went wrong)."""
     result, err = _call(fn, *args, name=name)
     if err:
         return None, err
@@ -67,3 +71,33 @@ def _tensor_result(fn: Callable, *args, shape: tuple[int, ...], name: str
 
 def _linear_betas(n: int = 1000) -> torch.Tensor:
     return torch.linspace(1e-4, 0.02, n, dtype=torch.float64)
+
+
+def _coefficients(
+    result: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image, the least-squares c_a, c_b with result ≈ c_a a + c_b b, and how far it
+    is off.
+
+    `result`, `a` and `b` have shape (B, ...): returns c_a and c_b of shape (B,) and the
+    largest absolute residual of each image, (B,), all float64. The checks read a
+    learner's answer through these coefficients, so they need no formula of the answer:
+    they compare the coefficients with the properties the exercise asks for."""
+    if not (result.shape == a.shape == b.shape):
+        raise ValueError(
+            f"result, a and b must have one shape, got {tuple(result.shape)}, "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    basis = torch.stack(
+        [a.double().flatten(1), b.double().flatten(1)], dim=2
+    )  # (B, N, 2)
+    target = result.double().flatten(1).unsqueeze(2)  # (B, N, 1)
+    coef = torch.linalg.lstsq(basis, target).solution  # (B, 2, 1)
+    residual = (basis @ coef - target).abs().amax(dim=(1, 2))
+    return coef[:, 0, 0], coef[:, 1, 0], residual
+
+
+def _near(a: torch.Tensor, b: torch.Tensor | float, rtol: float = 1e-4) -> torch.Tensor:
+    """Elementwise |a − b| ≤ rtol · max(|b|, 1e-3), as a bool tensor (float64)."""
+    b = torch.as_tensor(b, dtype=torch.float64)
+    return (a - b).abs() <= rtol * b.abs().clamp(min=1e-3)

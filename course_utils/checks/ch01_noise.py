@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ._harness import CheckResult, _as_tensor, _call, _linear_betas, _report
-
+from ._harness import (
+    CheckResult,
+    _as_tensor,
+    _call,
+    _coefficients,
+    _linear_betas,
+    _near,
+    _report,
+)
 
 _BROADCAST_ERROR = "must match the size of tensor"  # torch's message when (B,) meets (B, C, H, W)
 
 
 def _depends_on_noise(fn: Callable, result: torch.Tensor, *args: torch.Tensor, noise_at: int) -> bool:
-    """True when `fn` gives `result` again for the same inputs and changes when only the noise changes: it builds
-    its output from the noise it was given (not from torch.randn_like, nor without noise)."""
+    """True when `fn` gives `result` again for the same inputs and changes when only the
+    noise changes: it builds its output from the noise it was given (not from
+    torch.randn_like, nor without noise)."""
     again, err = _call(fn, *(a.clone() for a in args), name="")
     if err or not isinstance(again, torch.Tensor) or again.shape != result.shape:
         return True  # nothing to say about the noise
@@ -30,7 +39,8 @@ def _depends_on_noise(fn: Callable, result: torch.Tensor, *args: torch.Tensor, n
 
 
 def check_corrupt(corrupt: Callable) -> CheckResult:
-    """Check `corrupt(x, noise, amount)`: a per-image lerp from x (amount 0) to noise (amount 1)."""
+    """Check `corrupt(x, noise, amount)`: a per-image lerp from x (amount 0) to noise
+    (amount 1)."""
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, 1, 8, 8, generator=g)
     noise = torch.randn(4, 1, 8, 8, generator=g)
@@ -75,7 +85,8 @@ def _alpha_bar_end(beta_start: float, beta_end: float, n_steps: int) -> float:
 
 
 def check_beta_end(beta_end_for: Callable) -> CheckResult:
-    """Check `beta_end_for(target, beta_start, n_steps)`: the linear schedule's β_end that leaves ᾱ_T = target."""
+    """Check `beta_end_for(target, beta_start, n_steps)`: the linear schedule's β_end
+    that leaves ᾱ_T = target."""
     cases = [(_alpha_bar_end(1e-4, 0.02, 1000), 1e-4, 1000), (1e-3, 1e-4, 1000), (0.05, 1e-4, 1000),
              (1e-6, 1e-4, 1000), (1e-3, 1e-3, 50)]
     for target, beta_start, n_steps in cases:
@@ -108,11 +119,11 @@ def check_beta_end(beta_end_for: Callable) -> CheckResult:
                          "to 0.1 %")
 
 
-def _vp_at(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor
-           ) -> torch.Tensor:
-    """√ᾱ x_0 + √(1 − ᾱ) ε with one ᾱ per image."""
-    alpha_bar = alpha_bar.view(-1, 1, 1, 1)
-    return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+def _ratio_is(
+    top: torch.Tensor, bottom: torch.Tensor, ratio: torch.Tensor
+) -> torch.Tensor:
+    """Elementwise top ≈ ratio · bottom, to 1e-5 · (1 + ratio): float32 answers pass."""
+    return (top - ratio * bottom).abs() <= 1e-5 * (1 + ratio)
 
 
 def check_noise_to_snr(noise_to_snr: Callable) -> CheckResult:
@@ -145,32 +156,55 @@ def check_noise_to_snr(noise_to_snr: Callable) -> CheckResult:
             return _report(False, f"with a batch of {len(snr)} images: {err}. Hint: "
                                   "reshape the (B,) SNRs to (B, 1, 1, 1) with "
                                   ".view(-1, 1, 1, 1), not a fixed batch size")
-        x0, noise, snr = x0.double(), noise.double(), snr.double()
-        alpha_bar = snr / (1 + snr)
-        if torch.allclose(result, _vp_at(x0, noise, alpha_bar), atol=1e-5):
-            continue
-        ab4 = alpha_bar.view(-1, 1, 1, 1)
-        wrong = [
-            (x0 + noise / snr.sqrt().view(-1, 1, 1, 1),
-             "that x_t has the right SNR but is the VE form (x_0 + σε): its variance "
-             "grows as the SNR falls. Keep the variance at 1: √ᾱ x_0 + √(1 − ᾱ) ε"),
-            (_vp_at(x0, noise, 1 - alpha_bar),
-             "signal and noise are swapped: the ᾱ you used is the noise's share of the "
-             "variance, 1 − ᾱ; with a large SNR x_t should be almost x_0"),
-            (_vp_at(x0, noise, snr**2 / (1 + snr**2)),
-             "the SNR is a ratio of powers (variances), ᾱ / (1 − ᾱ), not of the "
-             "coefficients √ᾱ / √(1 − ᾱ)"),
-            (_vp_at(x0, noise, snr.clamp(max=1)),
-             "the SNR is not ᾱ: SNR = ᾱ / (1 − ᾱ); solve it for ᾱ first"),
-            (ab4 * x0 + (1 - ab4) * noise,
-             "close: the coefficients are standard deviations, so they need square "
-             "roots"),
-            (_vp_at(x0, noise, alpha_bar[:1].expand(len(snr))),
-             "every image got the first image's SNR; each image has its own"),
-        ]
-        for if_wrong, hint in wrong:
-            if torch.allclose(result, if_wrong, atol=1e-5):
-                return _report(False, hint)
+        c_x, c_n, off = _coefficients(result, x0, noise)
+        s = snr.double()
+        if off.max() < 1e-5:  # a mix of x0 and the noise: read its coefficients
+            unit = (c_x**2 + c_n**2 - 1).abs() < 1e-4  # variance 1 (VP)
+            if bool((unit & _ratio_is(c_x**2, c_n**2, s)).all()):
+                continue
+            wrong = [
+                (
+                    _near(c_x, 1) & _near(c_n, 1 / s.sqrt()),
+                    (
+                        "that x_t has the right SNR but is the VE form (x_0 + σε): its"
+                        " variance grows as the SNR falls. Keep the variance at 1"
+                        " (variance preserving)"
+                    ),
+                ),
+                (
+                    unit & _ratio_is(c_n**2, c_x**2, s),
+                    (
+                        "signal and noise are swapped: the share you gave the signal is"
+                        " the noise's share of the variance; with a large SNR x_t"
+                        " should be almost x_0"
+                    ),
+                ),
+                (
+                    unit & _ratio_is(c_x, c_n, s),
+                    (
+                        "the SNR is a ratio of powers (variances), ᾱ / (1 − ᾱ), not of"
+                        " the coefficients √ᾱ / √(1 − ᾱ)"
+                    ),
+                ),
+                (
+                    unit & _near(c_x**2, s.clamp(max=1)),
+                    "the SNR is not ᾱ: SNR = ᾱ / (1 − ᾱ); solve it for ᾱ first",
+                ),
+                (
+                    _near(c_x + c_n, 1) & _ratio_is(c_x, c_n, s),
+                    (
+                        "close: the coefficients are standard deviations, so they need"
+                        " square roots"
+                    ),
+                ),
+                (
+                    unit & _ratio_is(c_x**2, c_n**2, s[:1].expand(len(s))),
+                    "every image got the first image's SNR; each image has its own",
+                ),
+            ]
+            for is_wrong, hint in wrong:
+                if bool(is_wrong.all()):
+                    return _report(False, hint)
         if not _depends_on_noise(noise_to_snr, result, *inputs, noise_at=1):
             return _report(False, "use the noise you were given: x_t is built from the `noise` "
                                   "argument (not from torch.randn_like or new noise), so the "
@@ -179,27 +213,59 @@ def check_noise_to_snr(noise_to_snr: Callable) -> CheckResult:
         return _report(False, f"for SNRs {snrs} the values are off: with a large "
                               "SNR x_t should be almost x_0, with a small one almost "
                               "noise, and ᾱ / (1 − ᾱ) should equal snr")
-    return _report(True, "x_t = √ᾱ x_0 + √(1 − ᾱ) ε with ᾱ / (1 − ᾱ) = SNR, for two "
-                         "batch shapes: the VP point with that SNR")
+    return _report(
+        True,
+        "variance preserved and the SNR asked for, image by image, for "
+        "two batch shapes: the VP point with that SNR",
+    )
+
+
+# sha256 of "course snr_crossing <t>" for the answer: the check knows the answer without
+# stating it
+_SNR_CROSSING_SHA256 = (
+    "e7175553a7dc9abf49fd0e44a7ebff8c5c68631d4bc28c2f4c2fbb9d9ce6cf62"
+)
+
+
+def _is_crossing(t: int) -> bool:
+    return (
+        hashlib.sha256(f"course snr_crossing {t}".encode()).hexdigest()
+        == _SNR_CROSSING_SHA256
+    )
 
 
 def check_snr_crossing(t_cross: object) -> CheckResult:
-    """Check the first timestep at which the linear schedule's SNR = ᾱ/(1−ᾱ) drops below 1."""
-    alphas_cumprod = torch.cumprod(1 - _linear_betas(), dim=0)
-    snr = alphas_cumprod / (1 - alphas_cumprod)
-    expected = int(torch.nonzero(snr < 1)[0])
+    """Check the first timestep at which the linear schedule's SNR = ᾱ/(1−ᾱ) drops below
+    1.
+
+    The answer is stored as a hash; a wrong answer gets a hint about its kind of mistake
+    (an off-by-one, a value outside the schedule), never which way the answer lies."""
     if isinstance(t_cross, torch.Tensor) and t_cross.numel() == 1:
         t_cross = int(t_cross.item())
     if isinstance(t_cross, np.integer):  # what np.argmax returns
         t_cross = int(t_cross)
     if isinstance(t_cross, bool) or not isinstance(t_cross, int):
         return _report(False, f"expected one integer timestep, got {type(t_cross).__name__}")
-    if t_cross == expected:
-        return _report(True, f"from t = {expected} on, the noise carries more power than the signal")
-    if t_cross == expected + 1:
-        return _report(False, "off by one: diffusers' timesteps are 0-based (its t = 0 is the paper's t = 1), "
-                              "so count from 0: the first index whose SNR is below 1")
-    if abs(t_cross - expected) <= 1:
+    if _is_crossing(t_cross):
+        return _report(
+            True, f"from t = {t_cross} on, the noise carries more power than the signal"
+        )
+    if not 0 <= t_cross < len(_linear_betas()):
+        return _report(
+            False,
+            f"t = {t_cross} is not a timestep of the schedule: diffusers' timesteps "
+            "run from 0 to 999",
+        )
+    if _is_crossing(t_cross - 1):
+        return _report(
+            False,
+            "off by one: diffusers' timesteps are 0-based (its t = 0 is the paper's "
+            "t = 1), so count from 0: the first index whose SNR is below 1",
+        )
+    if _is_crossing(t_cross + 1):
         return _report(False, "off by one: you want the first t whose SNR is already below 1")
-    direction = "late" if t_cross > expected else "early"
-    return _report(False, f"t = {t_cross} is too {direction}. Hint: SNR = ᾱ_t / (1 − ᾱ_t); look for the first t where it is < 1")
+    return _report(
+        False,
+        f"t = {t_cross} is not where the SNR first drops below 1. Hint: SNR = "
+        "ᾱ_t / (1 − ᾱ_t), from alphas_cumprod; look for the first t where it is < 1",
+    )

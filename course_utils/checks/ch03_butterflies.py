@@ -1,4 +1,5 @@
-"""Exercise checks of Chapter 3: training a UNet2DModel on the butterflies (emoji offline)."""
+"""Exercise checks of Chapter 3: training a UNet2DModel on the butterflies (emoji
+offline)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from typing import Callable
 
 import torch
 
+from ._expected import stored_values
 from ._harness import CheckResult, _as_tensor, _call, _report
 
 
 def _check_images(images: object, name: str, n: int, shape: tuple[int, ...], shape_hint: str = "") -> str | None:
-    """What is wrong with a list of image tensors, or None; `shape_hint` follows a wrong shape only."""
+    """What is wrong with a list of image tensors, or None; `shape_hint` follows a wrong
+    shape only."""
     if not isinstance(images, (list, tuple)) or len(images) != n:
         return f"{name} should be a list with one tensor per input image ({n}), got {type(images).__name__}"
     for image in images:
@@ -25,14 +28,15 @@ def _check_images(images: object, name: str, n: int, shape: tuple[int, ...], sha
 
 
 def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
-    """Check a `set_transform` function: {"image": PIL images} -> {"images": (3, size, size) tensors in [-1, 1]}."""
+    """Check a `set_transform` function: {"image": PIL images} -> {"images": (3, size,
+    size) tensors in [-1, 1]}."""
     from PIL import Image
 
     red = Image.new("RGB", (64, 48), (255, 0, 0))
     grey = Image.new("L", (20, 20), 128)  # some butterfly photos are not RGB
     corner = Image.new("RGBA", (40, 40), (0, 0, 0, 255))
-    # a white strip along the top, 5/8 of the width: not symmetric about the diagonal, so a transposed
-    # image (C, W, H) shows as a strip down the left side
+    # a white strip along the top, 5/8 of the width: not symmetric about the diagonal,
+    # so a transposed image (C, W, H) shows as a strip down the left side
     corner.paste((255, 255, 255, 255), (0, 0, 25, 10))
     batch = {"image": [red, grey, corner]}
     result, err = _call(transform, batch, name="transform")
@@ -58,7 +62,8 @@ def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
     q = image_size // 4
     top_left, top_right = corner_t[:, :q, :q].mean().item(), corner_t[:, :q, -q:].mean().item()
     bottom = corner_t[:, -q:, :].mean().item()
-    # below the strip's rows every side band is black, unless the image came out transposed
+    # below the strip's rows every side band is black, unless the image came out
+    # transposed
     side = max(corner_t[:, q + 1:3 * q, :q].mean().item(), corner_t[:, q + 1:3 * q, -q:].mean().item())
     if side > -0.5:
         return _report(False, "an image with a white strip along its top came out with it down one side: the "
@@ -67,7 +72,8 @@ def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
     if bottom > -0.9 or not ((top_left > 0.9 and top_right < -0.9) or (top_left < -0.9 and top_right > 0.9)):
         return _report(False, "an image with a white strip at the top left came out wrong: flip left-right "
                               "only (the last axis), never up-down")
-    # the flip must be random: about half of many copies of the corner image come out mirrored
+    # the flip must be random: about half of many copies of the corner image come out
+    # mirrored
     n = 200
     result, err = _call(transform, {"image": [corner] * n}, name="transform")
     if err:
@@ -80,23 +86,65 @@ def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
                          "half of them flipped left-right")
 
 
-def _reference_sdedit(model, scheduler, images: torch.Tensor, noise: torch.Tensor, strength: float,
-                      start: str = "images", first_kept: bool = True, scale_input: bool = True) -> torch.Tensor:
-    """SDEdit with any diffusers scheduler (the flags make the usual mistakes, for hints)."""
+_SLIPS = ("start_from_noise", "noise_to_schedule_start", "no_input_scaling")
+
+
+def _sdedit_slip(
+    model,
+    scheduler,
+    images: torch.Tensor,
+    noise: torch.Tensor,
+    strength: float,
+    slip: str,
+) -> torch.Tensor:
+    """What an SDEdit with one usual mistake returns, for the hints (never the right
+    edit).
+
+    `slip` is one of `_SLIPS`; anything else raises ValueError. A strength that keeps no
+    step has no slip to show and raises ValueError too."""
+    if slip not in _SLIPS:
+        raise ValueError(f"slip must be one of {_SLIPS}, got {slip!r}")
     n = len(scheduler.timesteps)
     n_kept = round(strength * n)
     if n_kept == 0:
-        return images.clone()
+        raise ValueError("at strength 0 there is no step, so no slip to show")
     timesteps = scheduler.timesteps[n - n_kept:]
-    if start == "noise":
+    if slip == "start_from_noise":
         x = noise * scheduler.init_noise_sigma
     else:
-        noise_at = timesteps[:1] if first_kept else scheduler.timesteps[:1]
+        noise_at = (
+            scheduler.timesteps[:1]
+            if slip == "noise_to_schedule_start"
+            else timesteps[:1]
+        )
         x = scheduler.add_noise(images, noise, noise_at)
     for t in timesteps:
-        model_input = scheduler.scale_model_input(x, t) if scale_input else x
+        model_input = (
+            x if slip == "no_input_scaling" else scheduler.scale_model_input(x, t)
+        )
         x = scheduler.step(model(model_input, t).sample, t, x).prev_sample
     return x
+
+
+def _sdedit_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """The images and noise check_sdedit gives the learner's function."""
+    g = torch.Generator().manual_seed(4)
+    images = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
+    return images, torch.randn(2, 3, 8, 8, generator=g)
+
+
+SDEDIT_STRENGTHS = (0.0, 0.23, 0.27, 0.6, 1.0)
+SDEDIT_STEPS = 10
+
+
+def _sdedit_schedulers() -> tuple:
+    """DDIM and Euler (1,000 training steps): both deterministic, so any right answer
+    agrees."""
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000), EulerDiscreteScheduler(
+        num_train_timesteps=1000
+    )
 
 
 def _not_1d(timesteps: object) -> str | None:
@@ -108,7 +156,8 @@ def _not_1d(timesteps: object) -> str | None:
 
 def _call_with_spy(sdedit: Callable, model, scheduler, *rest
                    ) -> tuple[object, str | None, list]:
-    """Call sdedit(model, scheduler, *rest); record the (timesteps, noise) it gives add_noise."""
+    """Call sdedit(model, scheduler, *rest); record the (timesteps, noise) it gives
+    add_noise."""
     seen: list = []
     add_noise = scheduler.add_noise
 
@@ -126,8 +175,9 @@ def _call_with_spy(sdedit: Callable, model, scheduler, *rest
 
 
 def _toy_model(calls: list | None = None) -> Callable:
-    """A model whose "noise" is 0.1 x + 1e-5 t; it takes t as a number, a 0-d tensor or a 1-D tensor of one
-    timestep per image (as UNet2DModel does), and records each call's timestep in `calls`."""
+    """A model whose "noise" is 0.1 x + 1e-5 t; it takes t as a number, a 0-d tensor or
+    a 1-D tensor of one timestep per image (as UNet2DModel does), and records each
+    call's timestep in `calls`."""
     from types import SimpleNamespace
 
     def model(x: torch.Tensor, t) -> SimpleNamespace:
@@ -137,7 +187,8 @@ def _toy_model(calls: list | None = None) -> Callable:
                              f"got shape {tuple(t.shape)}")
         if calls is not None:
             values = [float(v) for v in t.flatten()]
-            # one timestep for all images is recorded as it; different ones per image as all of them
+            # one timestep for all images is recorded as it; different ones per image as
+            # all of them
             calls.append(int(values[0]) if len(set(values)) == 1 else tuple(values))
         t_x = t.to(x.dtype).reshape(-1, 1, 1, 1) if t.ndim == 1 else float(t)
         return SimpleNamespace(sample=0.1 * x + 0.01 * t_x / 1000)
@@ -151,26 +202,27 @@ def _same_values(a: object, b: torch.Tensor) -> bool:
 
 
 def check_sdedit(sdedit: Callable) -> CheckResult:
-    """Check `sdedit(model, scheduler, images, noise, strength)` for DDIM and Euler at several strengths."""
+    """Check `sdedit(model, scheduler, images, noise, strength)` for DDIM and Euler at
+    several strengths."""
     import math
-
-    from diffusers import DDIMScheduler, EulerDiscreteScheduler
 
     calls: list = []
     toy_model, uncounted = _toy_model(calls), _toy_model()
-
-    g = torch.Generator().manual_seed(4)
-    images = torch.rand(2, 3, 8, 8, generator=g) * 2 - 1
-    noise = torch.randn(2, 3, 8, 8, generator=g)
-    n = 10
-    # both deterministic, so any correct answer agrees; Euler works in sigma units, not unit variance.
-    # 0.23 × 10 and 0.27 × 10 are not whole: round() keeps 2 and 3, int() 2 and 2, math.ceil 3 and 3
-    for scheduler in (DDIMScheduler(num_train_timesteps=1000),
-                      EulerDiscreteScheduler(num_train_timesteps=1000)):
+    images, noise = _sdedit_inputs()
+    n = SDEDIT_STEPS
+    # Euler works in sigma units, not unit variance. 0.23 × 10 and 0.27 × 10 are not
+    # whole: round() keeps 2 and 3, int() 2 and 2, math.ceil 3 and 3. The right edits
+    # are stored values (computed once, outside this package), so no right edit is
+    # written here.
+    for scheduler in _sdedit_schedulers():
         name = type(scheduler).__name__
-        for strength in (0.0, 0.23, 0.27, 0.6, 1.0):
+        for strength in SDEDIT_STRENGTHS:
             scheduler.set_timesteps(n)
-            expected = _reference_sdedit(uncounted, scheduler, images, noise, strength)
+            expected = (
+                images
+                if strength == 0
+                else stored_values(f"sdedit/{name}/{strength:g}")
+            )
             n_kept = round(strength * n)
             kept = [int(t) for t in scheduler.timesteps[n - n_kept:]] if n_kept else []
             calls.clear()
@@ -214,16 +266,35 @@ def check_sdedit(sdedit: Callable) -> CheckResult:
                 return _report(False, err + ". Hint: return the final x (prev_sample of the last step)")
             if torch.allclose(result, expected.double(), rtol=1e-4, atol=1e-4):
                 continue
-            for hint, kwargs in [
-                ("start from the images noised to the first timestep you keep (scheduler.add_noise), "
-                 "not from pure noise", {"start": "noise"}),
-                ("noise the images to the first timestep you keep, not to the schedule's first",
-                 {"first_kept": False}),
-                (f"feed the model scheduler.scale_model_input(x, t), not x ({name} needs it)",
-                 {"scale_input": False}),
+            for hint, slip in [
+                (
+                    (
+                        "start from the images noised to the first timestep you keep"
+                        " (scheduler.add_noise), not from pure noise"
+                    ),
+                    "start_from_noise",
+                ),
+                (
+                    (
+                        "noise the images to the first timestep you keep, not to the"
+                        " schedule's first"
+                    ),
+                    "noise_to_schedule_start",
+                ),
+                (
+                    (
+                        "feed the model scheduler.scale_model_input(x, t), not x"
+                        f" ({name} needs it)"
+                    ),
+                    "no_input_scaling",
+                ),
             ]:
+                if strength == 0:
+                    break
                 scheduler.set_timesteps(n)
-                wrong = _reference_sdedit(uncounted, scheduler, images, noise, strength, **kwargs)
+                wrong = _sdedit_slip(
+                    uncounted, scheduler, images, noise, strength, slip
+                )
                 if torch.allclose(result, wrong.double(), rtol=1e-4, atol=1e-4):
                     return _report(False, f"with {name}, strength {strength}: {hint}")
             if not seen:
@@ -243,8 +314,8 @@ def check_sdedit(sdedit: Callable) -> CheckResult:
 
 
 def check_ema_update(ema_update: Callable) -> CheckResult:
-    """Check `ema_update(ema_params, params, decay)` updates each EMA tensor in place:
-    e ← decay·e + (1−decay)·p, at two decays and on tensors of several shapes."""
+    """Check `ema_update(ema_params, params, decay)` updates each EMA tensor in place,
+    at two decays and on tensors of several shapes."""
     g = torch.Generator().manual_seed(5)
     for decay, shapes in [(0.9, [(3, 3), (4,)]), (0.75, [(2, 3, 5)])]:
         params = [torch.randn(shape, generator=g) for shape in shapes]
@@ -261,20 +332,24 @@ def check_ema_update(ema_update: Callable) -> CheckResult:
             return _report(False, "the current weights `params` changed: they belong to the model being "
                                   "trained, so leave them as they are and update only the EMA tensors "
                                   "(in `for e, p in zip(ema_params, params)`, e.mul_(...), never p)")
-        expected = [decay * e + (1 - decay) * p for e, p in zip(before, params)]
-        if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, expected)):
+        # the gap to the current weights shrinks by the factor decay (no formula for e
+        # itself)
+        gaps = [(e - p, b - p) for e, b, p in zip(ema_params, before, params)]
+        if all(torch.allclose(gap, decay * old, atol=1e-6) for gap, old in gaps):
             continue
         if all(torch.equal(e, b) for e, b in zip(ema_params, before)):
             return _report(False, "the EMA tensors did not change: update them in "
                                   "place (e.mul_(...).add_(...) or e.copy_(...)); "
                                   "ema_params[i] = ... only rebinds a list item and "
                                   "leaves the tensor as it was")
-        swapped = [(1 - decay) * e + decay * p for e, p in zip(before, params)]
-        if all(torch.allclose(e, x, atol=1e-6) for e, x in zip(ema_params, swapped)):
+        if all(torch.allclose(gap, (1 - decay) * old, atol=1e-6) for gap, old in gaps):
             return _report(False, "decay weighs the old average, not the new weights: "
                                   "with decay 0.999 the average moves slowly")
-        return _report(False, f"with decay {decay}: compare with "
-                              "e ← decay · e + (1 − decay) · p for each pair of "
-                              "tensors, using the decay you are given")
+        return _report(
+            False,
+            f"with decay {decay} the EMA tensors did not move "
+            "(1 − decay) of the way to the current weights; use the "
+            "decay you are given, for each pair of tensors",
+        )
     return _report(True, "each EMA weight moves (1 − decay) of the way to the current "
                          "weight")

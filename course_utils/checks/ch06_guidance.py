@@ -7,35 +7,62 @@ from typing import Callable
 import torch
 
 from ..budget import get_device
-from ._harness import CheckResult, _as_tensor, _call, _report, _tensor_result
+from ._harness import (
+    CheckResult,
+    _as_tensor,
+    _call,
+    _coefficients,
+    _report,
+    _tensor_result,
+)
 
-# The chapter's w is diffusers' `guidance_scale` (also Imagen's and GLIDE's s): ε_u + w (ε_c − ε_u), w = 1 the
-# conditional model. Ho & Salimans (2021) write ε̃ = (1 + w) ε_c − w ε_u, where their w = 0 is the conditional model.
+# The chapter's w is diffusers' `guidance_scale` (also Imagen's and GLIDE's s): ε_u + w
+# (ε_c − ε_u), w = 1 the conditional model. Ho & Salimans (2021) write ε̃ = (1 + w) ε_c
+# − w ε_u, where their w = 0 is the conditional model.
 CONVENTION_HINT = ("that is Ho & Salimans' convention, (1 + w) ε_cond − w ε_uncond, in which w = 0 is the "
                    "conditional model. This chapter's w is diffusers' guidance_scale: ε_uncond + w (ε_cond − "
                    "ε_uncond), w = 1 the conditional model (the paper's w is this w − 1)")
 
 
 def _guided_cases(g: torch.Generator) -> list:
-    """(eps_cond, eps_uncond, w) cases: numbers on both sides of 1, then one scale per image."""
+    """(eps_cond, eps_uncond, w) cases: numbers on both sides of 1, then one scale per
+    image."""
     eps_cond, eps_uncond = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
     return [(eps_cond, eps_uncond, w) for w in (0.0, 1.0, 3.0, 0.5, torch.tensor([0.0, 2.0, 7.5]))]
 
 
-def _guided_reference(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w) -> torch.Tensor:
-    c, u = eps_cond.double(), eps_uncond.double()
-    scale = w.double().view(-1, 1, 1, 1) if isinstance(w, torch.Tensor) else w
-    return u + scale * (c - u)
+def _guided_weights(
+    result: torch.Tensor, eps_cond: torch.Tensor, eps_uncond: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image, the weights (on ε_cond, on ε_uncond) of the learner's result, and the
+    residual."""
+    return _coefficients(result, eps_cond, eps_uncond)
 
 
-def check_guided_eps(guided_eps: Callable, device: torch.device | str | None = None) -> CheckResult:
-    """Check `guided_eps(eps_cond, eps_uncond, w)`: ε_u + w (ε_c − ε_u), w a number or one scale per image.
+def _is_guided(
+    result: torch.Tensor, eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w
+) -> bool:
+    """True when the result weighs ε_cond by w and ε_uncond by 1 − w, image by image."""
+    on_c, on_u, off = _guided_weights(result, eps_cond, eps_uncond)
+    scale = torch.as_tensor(w, dtype=torch.float64).expand(len(on_c))
+    return bool(
+        off.max() < 1e-5
+        and torch.allclose(on_c, scale, atol=1e-5)
+        and torch.allclose(on_u, 1 - scale, atol=1e-5)
+    )
 
-    Each call gets fresh copies, and the inputs must come back unchanged (a sampler reuses ε_uncond). The
-    per-image case runs again on `device` (default: the learner's, CUDA or MPS when there is one) with the
-    scales as a CPU tensor, as a learner builds them, so a function that forgets to move them is caught there
-    ("meta" runs that part on shapes only: how the tests try it without an accelerator).
-    """
+
+def check_guided_eps(
+    guided_eps: Callable, device: torch.device | str | None = None
+) -> CheckResult:
+    """Check `guided_eps(eps_cond, eps_uncond, w)`: ε_u + w (ε_c − ε_u), w a number or
+    one scale per image.
+
+    Each call gets fresh copies, and the inputs must come back unchanged (a sampler
+    reuses ε_uncond). The per-image case runs again on `device` (default: the learner's,
+    CUDA or MPS when there is one) with the scales as a CPU tensor, as a learner builds
+    them, so a function that forgets to move them is caught there ("meta" runs that part
+    on shapes only: how the tests try it without an accelerator)."""
     g = torch.Generator().manual_seed(8)
     for eps_cond, eps_uncond, w in _guided_cases(g):
         per_image = isinstance(w, torch.Tensor)
@@ -48,14 +75,16 @@ def check_guided_eps(guided_eps: Callable, device: torch.device | str | None = N
                    zip(("eps_cond", "eps_uncond", "w"), inputs, (eps_cond, eps_uncond, w))
                    if isinstance(kept, torch.Tensor) and not torch.equal(given, kept)]
         if changed:
-            return _report(False, f"guided_eps changed {', '.join(changed)} in place (an in-place operation "
-                                  "such as add_ or +=): the sampler still needs the predictions, so build "
-                                  "a new tensor, e.g. eps_uncond + w * (eps_cond - eps_uncond)")
+            return _report(
+                False,
+                f"guided_eps changed {', '.join(changed)} in place (an in-place"
+                " operation such as add_ or +=): the sampler still needs the"
+                " predictions, so build a new tensor",
+            )
         result, err = _as_tensor(result, tuple(eps_cond.shape), "guided_eps")
         if err:
             return _report(False, err)
-        expected = _guided_reference(eps_cond, eps_uncond, w)
-        if torch.allclose(result, expected, atol=1e-5):
+        if _is_guided(result, eps_cond, eps_uncond, w):
             continue
         label = "per-image scales" if per_image else f"w = {w:g}"
         c, u = eps_cond.double(), eps_uncond.double()
@@ -63,11 +92,18 @@ def check_guided_eps(guided_eps: Callable, device: torch.device | str | None = N
         if torch.allclose(result, c + scale * (c - u), atol=1e-5):
             return _report(False, f"with {label} you return (1 + w) ε_cond − w ε_uncond: " + CONVENTION_HINT)
         if torch.allclose(result, u + scale * (u - c), atol=1e-5):
-            return _report(False, "the difference points the wrong way: guidance moves from ε_uncond towards "
-                                  "(and past) ε_cond, ε_uncond + w (ε_cond − ε_uncond)")
+            return _report(
+                False,
+                "the difference points the wrong way: guidance moves from ε_uncond"
+                " towards (and past) ε_cond",
+            )
         if not per_image and w == 0:
             return _report(False, "with w = 0 the result must be ε_uncond (the label is ignored)")
-        return _report(False, f"wrong for {label}: expected ε_uncond + w (ε_cond − ε_uncond)")
+        return _report(
+            False,
+            f"wrong for {label}: the result is not the chapter's guided "
+            "combination of the two predictions",
+        )
     device = torch.device(device) if device is not None else get_device()
     if device.type != "cpu":
         eps_cond, eps_uncond, w = _guided_cases(g)[-1]
@@ -83,7 +119,7 @@ def check_guided_eps(guided_eps: Callable, device: torch.device | str | None = N
             return _report(True, "guidance for a single scale and for one scale per image, and it runs "
                                  "where the predictions are")
         result, err = _as_tensor(result.cpu(), tuple(eps_cond.shape), "guided_eps")
-        if err or not torch.allclose(result, _guided_reference(eps_cond, eps_uncond, w), atol=1e-4):
+        if err or not _is_guided(result, eps_cond, eps_uncond, w):
             return _report(False, err or f"on {device.type} the result differs from the CPU one")
         where = f", on the CPU and on {device.type}"
     else:
@@ -93,11 +129,12 @@ def check_guided_eps(guided_eps: Callable, device: torch.device | str | None = N
 
 
 def check_flow_euler_step(flow_euler_step: Callable) -> CheckResult:
-    """Check `flow_euler_step(x_t, velocity, t, t_next)` against FlowMatchEulerDiscreteScheduler.step.
+    """Check `flow_euler_step(x_t, velocity, t, t_next)` against
+    FlowMatchEulerDiscreteScheduler.step.
 
-    What is compared is the step's formula, on diffusers' own grids (shift 1 and SD3's 3), which differ from the
-    chapter's equal steps; each call gets fresh copies of its inputs.
-    """
+    What is compared is the step's formula, on diffusers' own grids (shift 1 and SD3's
+    3), which differ from the chapter's equal steps; each call gets fresh copies of its
+    inputs."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     g = torch.Generator().manual_seed(9)
@@ -117,15 +154,42 @@ def check_flow_euler_step(flow_euler_step: Callable) -> CheckResult:
             if torch.allclose(result, (x_t - (t_next - t) * velocity).double(), atol=1e-5):
                 return _report(False, "wrong direction: t_next < t, so x moves by (t_next − t)·v, against the "
                                       "velocity ε − x0, towards the data")
-            return _report(False, f"from t = {t:.3f} to {t_next:.3f} (shift {shift:g}) the step differs from "
-                                  "diffusers': an Euler step is x + (t_next − t)·v")
+            return _report(
+                False,
+                f"from t = {t:.3f} to {t_next:.3f} (shift {shift:g}) the step differs"
+                " from diffusers'",
+            )
     return _report(True, "your step is the formula of FlowMatchEulerDiscreteScheduler.step (checked on its "
                          "grids, shift 1 and 3)")
 
 
-def _guidance_reference(table: dict, min_share: float):
+def _guidance_mistake(table: dict, min_share: float, result: object) -> str | None:
+    """What is wrong with `result` as the chosen w, or None: verified against the table.
+
+    A right w meets min_share and no w that meets it has a lower FD over the floor; None
+    is right only when no w meets it."""
     meeting = {w: fd for w, (share, fd) in table.items() if share >= min_share}
-    return min(meeting, key=meeting.get) if meeting else None
+    if result is None:
+        return (
+            None
+            if not meeting
+            else f"some w reaches an intended share of {min_share:.4g}"
+        )
+    if not meeting:
+        return (
+            f"no w reaches an intended share of {min_share:.4g}: return None, got"
+            f" {result!r}"
+        )
+    if result not in table:
+        return f"{result!r} is not a w of the table"
+    if result not in meeting:
+        return f"w = {result} does not reach an intended share of {min_share:.4g}"
+    if any(fd < meeting[result] for fd in meeting.values()):
+        return (
+            f"another w that meets min_share {min_share:.4g} has a lower FD over the"
+            " floor"
+        )
+    return None
 
 
 def _guidance_mistakes(table: dict, min_share: float) -> list[tuple[object, str]]:
@@ -150,11 +214,12 @@ def _guidance_mistakes(table: dict, min_share: float) -> list[tuple[object, str]
 
 
 def check_guidance_choice(choose_guidance: Callable, table: dict) -> CheckResult:
-    """Check `choose_guidance(table, min_share)` on the chapter's measured table and on made-up ones.
+    """Check `choose_guidance(table, min_share)` on the chapter's measured table and on
+    made-up ones.
 
-    `table` maps w to (share of the intended digit, FD over the test-vs-test floor). The made-up tables separate
-    the plausible mistakes (max for min, highest share, > for >=, min_share ignored) so each gets its own hint.
-    """
+    `table` maps w to (share of the intended digit, FD over the test-vs-test floor). The
+    made-up tables separate the plausible mistakes (max for min, highest share, > for
+    >=, min_share ignored) so each gets its own hint."""
     if not isinstance(table, dict) or not table:
         return _report(False, "pass the chapter's measured `guidance_table` as the second argument")
     made_up = {0: (0.12, 1.9), 1: (0.93, 1.1), 2: (1.0, 1.2), 4: (0.995, 2.6), 8: (0.98, 3.9)}
@@ -163,17 +228,20 @@ def check_guidance_choice(choose_guidance: Callable, table: dict) -> CheckResult
              (made_up, 1.01)]
     cases += [(table, shares[0]), (table, shares[len(shares) // 2]), (table, shares[-1]), (table, 1.01)]
     for candidate, min_share in cases:
-        expected = _guidance_reference(candidate, min_share)
         result, err = _call(choose_guidance, candidate, min_share, name="choose_guidance")
         if err:
             return _report(False, err)
-        if result == expected:
+        mistake = _guidance_mistake(candidate, min_share, result)
+        if mistake is None:
             continue
-        if expected is None:
-            return _report(False, f"no w reaches an intended share of {min_share:.4g}: return None, got "
-                                  f"{result!r}")
+        if all(share < min_share for share, _ in candidate.values()):
+            return _report(False, mistake)  # none meets it: the answer is None
         for wrong, hint in _guidance_mistakes(candidate, min_share):
-            if wrong is not None and result == wrong and wrong != expected:
+            if (
+                wrong is not None
+                and result == wrong
+                and _guidance_mistake(candidate, min_share, wrong) is not None
+            ):
                 return _report(False, hint)
-        return _report(False, f"for min_share {min_share:.4g} expected w = {expected}, got {result!r}")
+        return _report(False, f"for min_share {min_share:.4g}: {mistake}")
     return _report(True, "right on the chapter's measured table and on made-up ones (None when unmet)")

@@ -1,0 +1,53 @@
+"""Reference answers of the exercises, for the tests only: they never ship in
+`course_utils`.
+
+`tests/test_no_answers.py` greps the learner's package and the student edition for what
+these functions contain, and `scripts/make_check_values.py` computes the checks' stored
+expected values with them (a test recomputes those values and compares)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def reference_ddpm_step(
+    x_t: torch.Tensor, eps: torch.Tensor, t: int, scheduler, noise: torch.Tensor
+) -> torch.Tensor:
+    """Ho et al. (2020), Algorithm 2, with σ_t² = β̃_t (diffusers' fixed_small)."""
+    beta, alpha, ab = (
+        scheduler.betas[t],
+        scheduler.alphas[t],
+        scheduler.alphas_cumprod[t],
+    )
+    ab_prev = scheduler.alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0)
+    mean = (x_t - beta / (1 - ab).sqrt() * eps) / alpha.sqrt()
+    variance = (1 - ab_prev) / (1 - ab) * beta
+    return mean + variance.sqrt() * noise
+
+
+def reference_sdedit(
+    model, scheduler, images: torch.Tensor, noise: torch.Tensor, strength: float
+) -> torch.Tensor:
+    """SDEdit with any diffusers scheduler: noise to the first kept timestep, then step.
+    """
+    n = len(scheduler.timesteps)
+    n_kept = round(strength * n)
+    if n_kept == 0:
+        return images.clone()
+    timesteps = scheduler.timesteps[n - n_kept :]
+    x = scheduler.add_noise(images, noise, timesteps[:1])
+    for t in timesteps:
+        x = scheduler.step(
+            model(scheduler.scale_model_input(x, t), t).sample, t, x
+        ).prev_sample
+    return x
+
+
+def reference_fewest_nfe(sweep: dict, sampler: str, target: float) -> int | None:
+    meeting = [nfe for nfe, ratio, *_ in sweep[sampler] if ratio <= target]
+    return min(meeting) if meeting else None
+
+
+def reference_guidance(table: dict, min_share: float):
+    meeting = {w: fd for w, (share, fd) in table.items() if share >= min_share}
+    return min(meeting, key=meeting.get) if meeting else None
