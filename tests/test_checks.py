@@ -784,6 +784,9 @@ def test_check_guided_eps():
     assert "Ho & Salimans" in repr(check_guided_eps(lambda c, u, w: c + w * (c - u)))  # the paper's convention
     assert "view(-1, 1, 1, 1)" in repr(check_guided_eps(lambda c, u, w: u + w * (c - u)))  # (B,) will not broadcast
     assert not check_guided_eps(lambda c, u, w: c)
+    # w ignored: named as such, not as Ho & Salimans' convention (their form is ε_cond at w = 0)
+    ignored = repr(check_guided_eps(lambda c, u, w: c.clone()))
+    assert "unchanged" in ignored and "Ho & Salimans" not in ignored
 
 
 def test_check_flow_euler_step():
@@ -792,6 +795,8 @@ def test_check_flow_euler_step():
     assert check_flow_euler_step(lambda x, v, t, t_next: x + (t_next - t) * v)
     assert "wrong direction" in repr(check_flow_euler_step(lambda x, v, t, t_next: x - (t_next - t) * v))
     assert not check_flow_euler_step(lambda x, v, t, t_next: x - v / 5)
+    in_place = check_flow_euler_step(lambda x, v, t, t_next: x.add_((t_next - t) * v))
+    assert not in_place and "in place" in repr(in_place)  # the sampler reuses x_t
 
 
 def test_check_guidance_choice():

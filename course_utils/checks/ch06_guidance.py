@@ -52,6 +52,15 @@ def _is_guided(
     )
 
 
+def _ignores_w(guided_eps: Callable, c: torch.Tensor, u: torch.Tensor) -> bool:
+    """True when guided_eps returns ε_cond at w = 2 as well (at w = 0 Ho & Salimans'
+    form gives ε_cond too, so one w cannot tell the two mistakes apart)."""
+    result, err = _call(guided_eps, c.float().clone(), u.float().clone(), 2.0,
+                        name="guided_eps")
+    return not err and isinstance(result, torch.Tensor) and torch.allclose(
+        result.double(), c, atol=1e-5)
+
+
 def check_guided_eps(
     guided_eps: Callable, device: torch.device | str | None = None
 ) -> CheckResult:
@@ -89,6 +98,10 @@ def check_guided_eps(
         label = "per-image scales" if per_image else f"w = {w:g}"
         c, u = eps_cond.double(), eps_uncond.double()
         scale = w.double().view(-1, 1, 1, 1) if per_image else w
+        if torch.allclose(result, c, atol=1e-5) and _ignores_w(guided_eps, c, u):
+            return _report(False, f"with {label} you return ε_cond unchanged, whatever"
+                                  " w is: the scale must move the result between the"
+                                  " two predictions")
         if torch.allclose(result, c + scale * (c - u), atol=1e-5):
             return _report(False, f"with {label} you return (1 + w) ε_cond − w ε_uncond: " + CONVENTION_HINT)
         if torch.allclose(result, u + scale * (u - c), atol=1e-5):
@@ -145,10 +158,15 @@ def check_flow_euler_step(flow_euler_step: Callable) -> CheckResult:
         for i, timestep in enumerate(scheduler.timesteps):
             t, t_next = float(scheduler.sigmas[i]), float(scheduler.sigmas[i + 1])
             expected = scheduler.step(velocity, timestep, x_t).prev_sample.double()
-            result, err = _tensor_result(flow_euler_step, x_t.clone(), velocity.clone(), t, t_next,
+            given = (x_t.clone(), velocity.clone())
+            result, err = _tensor_result(flow_euler_step, *given, t, t_next,
                                          shape=tuple(x_t.shape), name="flow_euler_step")
             if err:
                 return _report(False, err)
+            if not (torch.equal(given[0], x_t) and torch.equal(given[1], velocity)):
+                return _report(False, "flow_euler_step changed its inputs in place (add_ or"
+                                      " +=): the sampler still needs x_t, so build a new"
+                                      " tensor")
             if torch.allclose(result, expected, atol=1e-5):
                 continue
             if torch.allclose(result, (x_t - (t_next - t) * velocity).double(), atol=1e-5):
