@@ -96,3 +96,18 @@ def test_the_animations_cdn_stylesheet_is_dropped_from_pages():
     context = {"body": body}
     drop(None, "notebooks/02", "page.html", context, None)
     assert context["body"] == '<div class="output text_html">\n<script language="javascript">'
+
+
+def test_the_book_reads_no_virtual_environment_or_build_output():
+    """CI makes .venv and .venv-colab (scripts/test.sh --colab) inside the repository;
+    Sphinx must not read their packages' READMEs and templates as pages (a diffusers
+    model-card template broke the build once .venv-colab existed)."""
+    import fnmatch
+
+    import yaml
+
+    patterns = yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"]
+    for path in (".venv/lib/x/README.md", ".venv-colab/lib/diffusers/model_card_template.md",
+                 "dist/autograder/x.ipynb", "_build/html/x.md"):
+        assert any(fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("*") + "/")
+                   or fnmatch.fnmatch(path.split("/")[0], p) for p in patterns), path
