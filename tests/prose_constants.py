@@ -80,7 +80,7 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "0.999": "Nichol & Dhariwal 2021, §3.2: each beta clipped at 0.999",
         "0.001": "a default named by a draft this course grew from (the chapter's prose says so)",
         "0.995": "the chapter's EMA decay (train_ddpm's ema_decay)",
-        "5.5": "3,300 / 600 training steps (the chapter's two budgets)",
+        "0.37": "output of 02_basic_unet_mnist.ipynb (its DDPM training's seconds per step)",
     },
     "05_measuring_and_improving.ipynb": {
         "10,000": "MNIST test split size (../shared/data/README.md)",
