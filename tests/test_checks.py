@@ -1041,3 +1041,87 @@ def test_a_result_shown_in_a_notebook_fits_the_code_width():
     shown = pretty(long)
     assert max(len(line) for line in shown.splitlines()) <= 88 and shown.startswith("❌ Not yet")
     assert " ".join(shown.split()) == " ".join(long.message.split())  # the same words, only wrapped
+
+
+# --- chapter 2 review: three more x̂0 slips, a clipped step, a result not floats ---
+
+
+def test_check_x0_from_eps_names_the_v_formula_missing_brackets_and_no_root():
+    def per_image(table, t):
+        return table[t].view(-1, 1, 1, 1)
+
+    def v_formula(x, e, t, ab):  # x̂0 from a v-prediction, fed ε
+        ab = per_image(ab, t)
+        return ab.sqrt() * x - (1 - ab).sqrt() * e
+
+    def no_brackets(x, e, t, ab):  # only the noise term divided
+        ab = per_image(ab, t)
+        return x - (1 - ab).sqrt() * e / ab.sqrt()
+
+    def over_alpha_bar(x, e, t, ab):  # ᾱ_t for √ᾱ_t
+        ab = per_image(ab, t)
+        return (x - (1 - ab).sqrt() * e) / ab
+
+    slips = [  # (wrong answer, words its hint must hold)
+        (v_formula, ("multiplied x_t", "v-prediction", "dividing by √ᾱ_t")),
+        (no_brackets, ("only the noise term", "x_t included", "brackets")),
+        (over_alpha_bar, ("by ᾱ_t", "square root")),
+    ]
+    missed = [(wrong.__name__, words, repr(result)) for wrong, words in slips
+              if (result := check_x0_from_eps(wrong))
+              or not all(w in repr(result) for w in words)]
+    assert not missed, missed
+
+    def each_term_divided(x, e, t, ab):  # right: both terms over √ᾱ_t, no brackets
+        ab = per_image(ab, t)
+        return x / ab.sqrt() - (1 - ab).sqrt() / ab.sqrt() * e
+
+    assert check_x0_from_eps(each_term_divided)
+
+
+def test_check_ddpm_step_names_a_clipped_x0():
+    def via_x0(clip):
+        def answer(x_t, eps, t, s, noise):  # the posterior mean from x̂0, as diffusers
+            ab = s.alphas_cumprod[t]
+            ab_prev = s.alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0)
+            beta = 1 - ab / ab_prev
+            x0 = ((x_t - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-clip, clip)
+            mean = (ab_prev.sqrt() * beta * x0
+                    + (1 - beta).sqrt() * (1 - ab_prev) * x_t) / (1 - ab)
+            return mean + ((1 - ab_prev) / (1 - ab) * beta).sqrt() * noise
+        return answer
+
+    result = check_ddpm_step(via_x0(1.0))  # diffusers' default clip_sample=True
+    assert not result
+    assert all(w in repr(result) for w in ("clipped x̂0", "clip_sample=False")), result
+    assert check_ddpm_step(via_x0(1e6))  # a clamp that never bites is still right
+
+
+def test_check_mix_factors_reports_a_result_that_is_not_floats():
+    def right(n, p):
+        return [1 - ((n - i - 1) / (n - i)) ** p for i in range(n)]
+
+    expected_5, expected_1 = "list of n_steps floats (here 5)", "(here 1)"
+    wrong = {  # a result the check once raised on (or let through): words it must say
+        "2-D tensor": (lambda n, p: torch.tensor([right(n, p)]),
+                       (expected_5, "a 2-D Tensor of shape (1, 5)")),
+        "strings": (lambda n, p: [f"1/{n - i}" for i in range(n)],
+                    (expected_1, "returned a list of str")),
+        "numeric strings": (lambda n, p: [str(f) for f in right(n, p)],
+                            (expected_1, "returned a list of str")),
+        "2-D array": (lambda n, p: np.array([right(n, p)]),  # numpy 2 fails at n = 1
+                      ("list of n_steps floats", "a 2-D ndarray of shape (1, ")),
+        "a number": (lambda n, p: 1.0, (expected_1, "returned float")),
+    }
+    missed = []
+    for name, (answer, words) in wrong.items():
+        try:
+            result = check_mix_factors(answer)
+        except Exception as exc:  # the check itself must never raise
+            missed.append((name, f"raised {type(exc).__name__}: {exc}"))
+            continue
+        if result or not all(w in repr(result) for w in words):
+            missed.append((name, repr(result)))
+    assert not missed, missed
+    assert check_mix_factors(lambda n, p: torch.tensor(right(n, p)))  # 1-D: fine
+    assert check_mix_factors(lambda n, p: np.array(right(n, p)))

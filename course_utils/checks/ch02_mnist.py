@@ -15,10 +15,12 @@ _TORCH_HINT = ("Hint: keep to torch operations (tensor.sqrt(), torch.sqrt) rathe
                "a tensor")
 
 
-def _ddpm_scheduler(beta_schedule: str = "linear"):
+def _ddpm_scheduler(beta_schedule: str = "linear", clip_sample: bool = False):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, clip_sample=False)
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule=beta_schedule, clip_sample=clip_sample
+    )
 
 
 def _changed(names: tuple[str, ...], given: tuple[torch.Tensor, ...], kept: tuple[torch.Tensor, ...]) -> list[str]:
@@ -50,7 +52,8 @@ def check_x0_from_eps(x0_from_eps: Callable) -> CheckResult:
     It runs on a linear and a cosine schedule (an answer that reads the notebook's
     scheduler instead of `alphas_cumprod` fails on one), gives the learner copies (so an
     in-place edit shows), and names the usual slips: no square roots, no division by
-    √ᾱ_t, t ± 1, α_t for ᾱ_t, a flipped sign, swapped coefficients."""
+    √ᾱ_t, t ± 1, α_t for ᾱ_t, a flipped sign, swapped coefficients, the v-prediction
+    form, missing brackets, ᾱ_t for √ᾱ_t."""
     g = torch.Generator().manual_seed(2)
     x0 = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
     eps = torch.randn(3, 1, 8, 8, generator=g)
@@ -158,6 +161,29 @@ def check_x0_from_eps(x0_from_eps: Callable) -> CheckResult:
                         " multiplying"
                     ),
                 ),
+                (
+                    _near(c1, ab.sqrt()) & _near(c2, -(1 - ab).sqrt()),
+                    (
+                        "you multiplied x_t by √ᾱ_t, as x̂0 from a v-prediction does;"
+                        " from ε, x_t holds √ᾱ_t x_0: undo that scaling by dividing by"
+                        " √ᾱ_t (the noise term too)"
+                    ),
+                ),
+                (
+                    _near(c1, 1) & _near(c2, -((1 - ab) / ab).sqrt()),
+                    (
+                        "you divided only the noise term by √ᾱ_t: x_t holds √ᾱ_t x_0,"
+                        " so divide the whole difference by √ᾱ_t, x_t included (mind"
+                        " the brackets)"
+                    ),
+                ),
+                (
+                    _near(c1, 1 / ab) & _near(c2, -(1 - ab).sqrt() / ab),
+                    (
+                        "you divided by ᾱ_t: x_t holds √ᾱ_t x_0, so divide by the"
+                        " square root of ᾱ_t instead"
+                    ),
+                ),
             ]
             for is_wrong, hint in wrong:
                 if bool(is_wrong.all()):
@@ -199,6 +225,16 @@ def _diffusers_coefficients(
         eps, t, x_t, generator=torch.Generator().manual_seed(10 + t)
     )
     return _step_coefficients(step.prev_sample, x_t, eps, z)[0]
+
+
+def _clipped_step(
+    schedule: str, t: int, x_t: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
+    """diffusers' step at t with clip_sample=True (x̂0 clipped to [−1, 1] before the
+    mean), in float64, with the z the learner was given."""
+    scheduler = _ddpm_scheduler(schedule, clip_sample=True)
+    generator = torch.Generator().manual_seed(10 + t)
+    return scheduler.step(eps, t, x_t, generator=generator).prev_sample.double()
 
 
 def _step_slips(
@@ -308,6 +344,14 @@ def _ddpm_step_hint(ddpm_step: Callable, results: dict[int, tuple[torch.Tensor, 
     """What a step that does not match diffusers' got wrong, as far as it can be told
     apart. `results` maps each t tried to (the learner's step in float64, the noise z it
     was given, whether it was right)."""
+    # diffusers' default clip_sample=True clips x̂0 to [−1, 1]: not Algorithm 2
+    clipped = {t: _clipped_step(schedule, t, x_t, eps) for t in results}
+    if all(torch.allclose(results[t][0], clipped[t], atol=1e-4) for t in results):
+        return (
+            "you clipped x̂0 to [−1, 1] before forming the mean, as diffusers' default"
+            " clip_sample=True does; Algorithm 2 does not clip (the check compares"
+            " with clip_sample=False): leave the clamp out"
+        )
     right = {t: _diffusers_coefficients(schedule, t, x_t, eps) for t in results}
     mine = {
         t: _step_coefficients(results[t][0], x_t, eps, results[t][1]) for t in results
@@ -409,6 +453,36 @@ def check_ddpm_step(ddpm_step: Callable) -> CheckResult:
     return _report(True, "your step matches diffusers' DDPMScheduler.step (Algorithm 2), noise and last step included")
 
 
+def _floats(result: object) -> list[float] | None:
+    """The learner's factors as floats, or None where they are not numbers (a string, a
+    2-D tensor, ...): never raises on what the learner returned."""
+    if isinstance(result, (str, bytes)):
+        return None
+    try:
+        items = list(result)
+        if any(isinstance(f, (str, bytes)) for f in items):
+            return None  # float("0.5") would pass a string for a number
+        return [float(f) for f in items]
+    except Exception:  # TypeError, ValueError, RuntimeError: the learner's result
+        return None
+
+
+def _described(result: object) -> str:
+    """What the learner's function returned, in a few words: its type and, for an array,
+    its shape, or for a list, its items' types."""
+    kind = type(result).__name__
+    try:
+        if isinstance(result, (list, tuple)):
+            items = sorted({type(f).__name__ for f in result})
+            return f"a {kind} of {', '.join(items)}" if items else f"an empty {kind}"
+        shape = getattr(result, "shape", None)
+        if isinstance(shape, tuple):  # torch.Size is a tuple
+            return f"a {len(shape)}-D {kind} of shape {tuple(shape)}"
+    except Exception:  # an odd object: its type is enough
+        return kind
+    return kind
+
+
 def check_mix_factors(mix_factors: Callable) -> CheckResult:
     """Check `mix_factors(n_steps, power)`: fractions that leave (1 − (i+1)/n) ** power
     of the way after step i."""
@@ -416,10 +490,13 @@ def check_mix_factors(mix_factors: Callable) -> CheckResult:
         result, err = _call(mix_factors, n, power, name="mix_factors")
         if err:
             return _report(False, err)
-        try:
-            factors = [float(f) for f in result]
-        except TypeError:
-            return _report(False, f"mix_factors should return a list of numbers, got {type(result).__name__}")
+        factors = _floats(result)
+        if factors is None:
+            return _report(
+                False,
+                f"mix_factors({n}, {power}) should return a list of n_steps floats"
+                f" (here {n}), one per step; it returned {_described(result)}",
+            )
         if len(factors) != n:
             return _report(False, f"mix_factors({n}, {power}) should give one factor per step ({n}), "
                                   f"got {len(factors)}")
