@@ -105,6 +105,7 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "0.1": "the chapter's label-dropout probability p_uncond (Ho & Salimans 2021 use 0.1 and 0.2)",
         "10%": "the same p_uncond = 0.1, as a percentage",
         "7.5": "StableDiffusionPipeline's default guidance_scale (diffusers)",
+        "3,300": "output of 04_ddpm_from_scratch.ipynb (its training steps)",
     },
 }
 
