@@ -106,6 +106,11 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "10%": "the same p_uncond = 0.1, as a percentage",
         "7.5": "StableDiffusionPipeline's default guidance_scale (diffusers)",
         "3,300": "output of 04_ddpm_from_scratch.ipynb (its training steps)",
+        "1.19": "derived: 2.48 - 1.29, the flow network's FD over the floor at w = 2 and 1 (both printed)",
+        "0.65": "derived: sqrt(2 (0.18^2 + 0.42^2)), compare's unpaired spread of that difference "
+                "(course_utils.metrics.compare counts each reference-draw variance twice)",
+        "4.87": "printed as -4.87 ± 0.11 (grid, flow network, 2 steps), quoted as a gain",
+        "13.92": "printed as -13.92 ± 0.78 (training on flow's grid, 2 steps), quoted as a lead",
     },
 }
 
