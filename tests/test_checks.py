@@ -1125,3 +1125,115 @@ def test_check_mix_factors_reports_a_result_that_is_not_floats():
     assert not missed, missed
     assert check_mix_factors(lambda n, p: torch.tensor(right(n, p)))  # 1-D: fine
     assert check_mix_factors(lambda n, p: np.array(right(n, p)))
+
+
+# --- chapter 6 review: swapped predictions, a 3-axis view, an unguarded min() ---
+
+
+def test_check_guided_eps_names_swapped_predictions():
+    from course_utils.checks import check_guided_eps
+
+    def swap(c, u, w):  # ε_cond at w = 0, as Ho & Salimans' form: asked again at w = 2
+        return c + _per_image(w, c) * (u - c)
+
+    swapped = check_guided_eps(swap, device="cpu")
+    assert not swapped and "you swapped the two predictions" in repr(swapped)
+    assert "w = 0 must give ε_uncond and w = 1 ε_cond" in repr(swapped)
+    assert "Ho & Salimans" not in repr(swapped)
+
+    def swap_after_0(c, u, w):  # caught at w = 1, where the swap returns ε_uncond
+        if not torch.is_tensor(w) and w == 0:
+            return u.clone()
+        return torch.lerp(c, u, _per_image(w, c))
+
+    later = check_guided_eps(swap_after_0, device="cpu")
+    assert not later and "swapped the two predictions" in repr(later)
+    paper = check_guided_eps(lambda c, u, w: c + _per_image(w, c) * (c - u),
+                             device="cpu")
+    assert "Ho & Salimans" in repr(paper) and "swapped" not in repr(paper)
+    for right in (lambda c, u, w: c + (1 - _per_image(w, c)) * (u - c),  # from ε_cond
+                  lambda c, u, w: u - _per_image(w, c) * (u - c)):
+        assert check_guided_eps(right, device="cpu")
+
+
+def test_check_guided_eps_hints_one_scale_per_image_for_a_wrong_shape():
+    from course_utils.checks import check_guided_eps
+
+    def three_axes(c, u, w):  # (3,) viewed as (3, 1, 1) broadcasts to (3, 3, 4, 4)
+        w = torch.as_tensor(w, dtype=c.dtype)
+        return u + (w.view(-1, 1, 1) if w.ndim == 1 else w) * (c - u)
+
+    result = check_guided_eps(three_axes, device="cpu")
+    assert not result and "(3, 1, 4, 4)" in repr(result)
+    assert "(3, 3, 4, 4)" in repr(result)
+    assert "broadcast over C, H and W: one scale per image" in repr(result)
+    # a wrong shape with a single scale is not about per-image scales
+    single = check_guided_eps(lambda c, u, w: (u + w * (c - u))[None], device="cpu")
+    assert not single and "should return shape" in repr(single)
+    assert "C, H and W" not in repr(single)
+
+    def by_indexing(c, u, w):
+        w = torch.as_tensor(w, dtype=c.dtype)
+        return u + (w[:, None, None, None] if w.ndim else w) * (c - u)
+
+    def by_reshape(c, u, w):
+        w = torch.as_tensor(w, dtype=c.dtype)
+        return u + w.reshape(-1, *[1] * (c.ndim - 1)) * (c - u)
+
+    assert check_guided_eps(by_indexing, device="cpu")
+    assert check_guided_eps(by_reshape, device="cpu")
+
+
+def test_check_guidance_choice_says_return_none_when_min_raises():
+    from course_utils.checks import check_guidance_choice
+
+    table = {0: (0.1, 1.5), 1: (0.85, 1.0), 2: (0.95, 1.2), 4: (0.98, 2.0)}
+
+    def unguarded(table, min_share):
+        meeting = {w: fd for w, (share, fd) in table.items() if share >= min_share}
+        return min(meeting, key=meeting.get)  # ValueError when nothing meets it
+
+    result = check_guidance_choice(unguarded, table)
+    assert not result and "ValueError" in repr(result)
+    assert "(no w reaches min_share 1.01: return None in that case)" in repr(result)
+    # an error where some w meets min_share gets no such hint
+    other = check_guidance_choice(lambda t, m: t["w"], table)
+    assert not other and "KeyError" in repr(other)
+    assert "return None" not in repr(other)
+
+    def by_loop(table, min_share):
+        best = None
+        for w, (share, fd) in table.items():
+            if share >= min_share and (best is None or fd < table[best][1]):
+                best = w
+        return best
+
+    def by_sorting(table, min_share):
+        ranked = sorted((fd, w) for w, (share, fd) in table.items()
+                        if share >= min_share)
+        return ranked[0][1] if ranked else None
+
+    assert check_guidance_choice(by_loop, table)
+    assert check_guidance_choice(by_sorting, table)
+
+
+def test_check_flow_euler_step_names_two_more_wrong_steps():
+    from course_utils.checks import check_flow_euler_step
+
+    by_t_next = check_flow_euler_step(lambda x, v, t, t_next: x - t_next * v)
+    assert not by_t_next and "−t_next·v" in repr(by_t_next)
+    assert "not t_next itself" in repr(by_t_next)
+    x0 = check_flow_euler_step(lambda x, v, t, t_next: x - t * v)
+    assert not x0 and "x̂0 = x_t − t·v" in repr(x0) and "stops at t_next" in repr(x0)
+    other = check_flow_euler_step(lambda x, v, t, t_next: x - v / 5)
+    assert not other and "differs from diffusers'" in repr(other)
+    assert "moves x_t from t to t_next along the velocity" in repr(other)
+
+    def through_x0_and_noise(x, v, t, t_next):  # x_t = (1 − t) x0 + t ε, v = ε − x0
+        x0, eps = x - t * v, x + (1 - t) * v
+        return (1 - t_next) * x0 + t_next * eps
+
+    for right in (through_x0_and_noise,
+                  lambda x, v, t, t_next: torch.add(x, v, alpha=t_next - t),
+                  lambda x, v, t, t_next: x - (t - t_next) * v):
+        assert check_flow_euler_step(right)

@@ -22,6 +22,12 @@ from ._harness import (
 CONVENTION_HINT = ("that is Ho & Salimans' convention, (1 + w) ε_cond − w ε_uncond, in which w = 0 is the "
                    "conditional model. This chapter's w is diffusers' guidance_scale: ε_uncond + w (ε_cond − "
                    "ε_uncond), w = 1 the conditional model (the paper's w is this w − 1)")
+# Swapped predictions also give ε_cond at w = 0, like Ho & Salimans' form
+SWAP_HINT = ("you swapped the two predictions: w = 0 must give ε_uncond and w = 1"
+             " ε_cond")
+# For per-image scales that do not broadcast (an error) or broadcast wrongly (a shape)
+BROADCAST_HINT = (" (a (B,) tensor of scales needs .view(-1, 1, 1, 1) to broadcast"
+                  " over C, H and W: one scale per image)")
 
 
 def _guided_cases(g: torch.Generator) -> list:
@@ -52,13 +58,16 @@ def _is_guided(
     )
 
 
-def _ignores_w(guided_eps: Callable, c: torch.Tensor, u: torch.Tensor) -> bool:
-    """True when guided_eps returns ε_cond at w = 2 as well (at w = 0 Ho & Salimans'
-    form gives ε_cond too, so one w cannot tell the two mistakes apart)."""
+def _gives_at_w2(
+    guided_eps: Callable, c: torch.Tensor, u: torch.Tensor, expected: torch.Tensor
+) -> bool:
+    """True when guided_eps returns `expected` at w = 2. At w = 0 three mistakes give
+    ε_cond (ignoring w, Ho & Salimans' form, swapped predictions), so one w cannot tell
+    them apart."""
     result, err = _call(guided_eps, c.float().clone(), u.float().clone(), 2.0,
                         name="guided_eps")
     return not err and isinstance(result, torch.Tensor) and torch.allclose(
-        result.double(), c, atol=1e-5)
+        result.double(), expected, atol=1e-5)
 
 
 def check_guided_eps(
@@ -78,8 +87,7 @@ def check_guided_eps(
         inputs = (eps_cond.clone(), eps_uncond.clone(), w.clone() if per_image else w)
         result, err = _call(guided_eps, *inputs, name="guided_eps")
         if err:
-            hint = " (a (B,) tensor of scales needs .view(-1, 1, 1, 1) to broadcast)" if per_image else ""
-            return _report(False, err + hint)
+            return _report(False, err + (BROADCAST_HINT if per_image else ""))
         changed = [name for name, given, kept in
                    zip(("eps_cond", "eps_uncond", "w"), inputs, (eps_cond, eps_uncond, w))
                    if isinstance(kept, torch.Tensor) and not torch.equal(given, kept)]
@@ -91,19 +99,23 @@ def check_guided_eps(
                 " predictions, so build a new tensor",
             )
         result, err = _as_tensor(result, tuple(eps_cond.shape), "guided_eps")
-        if err:
-            return _report(False, err)
+        if err:  # per image, e.g. .view(-1, 1, 1) broadcasts over the wrong axes
+            return _report(False, err + (BROADCAST_HINT if per_image else ""))
         if _is_guided(result, eps_cond, eps_uncond, w):
             continue
         label = "per-image scales" if per_image else f"w = {w:g}"
         c, u = eps_cond.double(), eps_uncond.double()
         scale = w.double().view(-1, 1, 1, 1) if per_image else w
-        if torch.allclose(result, c, atol=1e-5) and _ignores_w(guided_eps, c, u):
+        if torch.allclose(result, c, atol=1e-5) and _gives_at_w2(guided_eps, c, u, c):
             return _report(False, f"with {label} you return ε_cond unchanged, whatever"
                                   " w is: the scale must move the result between the"
                                   " two predictions")
         if torch.allclose(result, c + scale * (c - u), atol=1e-5):
+            if not per_image and w == 0 and _gives_at_w2(guided_eps, c, u, 2 * u - c):
+                return _report(False, SWAP_HINT)  # ε_cond + w (ε_uncond − ε_cond)
             return _report(False, f"with {label} you return (1 + w) ε_cond − w ε_uncond: " + CONVENTION_HINT)
+        if torch.allclose(result, c + scale * (u - c), atol=1e-5):
+            return _report(False, SWAP_HINT)
         if torch.allclose(result, u + scale * (u - c), atol=1e-5):
             return _report(
                 False,
@@ -172,10 +184,20 @@ def check_flow_euler_step(flow_euler_step: Callable) -> CheckResult:
             if torch.allclose(result, (x_t - (t_next - t) * velocity).double(), atol=1e-5):
                 return _report(False, "wrong direction: t_next < t, so x moves by (t_next − t)·v, against the "
                                       "velocity ε − x0, towards the data")
+            where = f"from t = {t:.3f} to {t_next:.3f} (shift {shift:g})"
+            if torch.allclose(result, (x_t - t_next * velocity).double(), atol=1e-5):
+                return _report(False, f"{where} you move x_t by −t_next·v: the"
+                                      " step's length is the time it covers, from t"
+                                      " to t_next, not t_next itself")
+            if torch.allclose(result, (x_t - t * velocity).double(), atol=1e-5):
+                return _report(False, f"{where} you return x̂0 = x_t − t·v, the"
+                                      " jump all the way to t = 0: the step stops at"
+                                      " t_next")
             return _report(
                 False,
-                f"from t = {t:.3f} to {t_next:.3f} (shift {shift:g}) the step differs"
-                " from diffusers'",
+                f"{where} the step differs from diffusers': it moves x_t from t to"
+                " t_next along the velocity (one Euler step of dx/dt = velocity, as"
+                " the exercise says)",
             )
     return _report(True, "your step is the formula of FlowMatchEulerDiscreteScheduler.step (checked on its "
                          "grids, shift 1 and 3)")
@@ -248,6 +270,9 @@ def check_guidance_choice(choose_guidance: Callable, table: dict) -> CheckResult
     for candidate, min_share in cases:
         result, err = _call(choose_guidance, candidate, min_share, name="choose_guidance")
         if err:
+            if all(share < min_share for share, _ in candidate.values()):
+                err += (f" (no w reaches min_share {min_share:.4g}: return None in that"
+                        " case)")
             return _report(False, err)
         mistake = _guidance_mistake(candidate, min_share, result)
         if mistake is None:
