@@ -87,6 +87,9 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "0.001": "a default named by a draft this course grew from (the chapter's prose says so)",
         "0.995": "the chapter's EMA decay (train_ddpm's ema_decay)",
         "0.37": "output of 02_basic_unet_mnist.ipynb (its DDPM training's seconds per step)",
+        "1,800": "derived: diffusers EMAModel.get_decay, min((1 + n) / (10 + n), 0.995) reaches 0.995 at n = 1,791",
+        "0.0015": "derived: 0.0363 - 0.0348, Huber's held-out MSE over L2's (both printed)",
+        "0.0075": "derived: 0.0423 - 0.0348, L1's held-out MSE over L2's (both printed)",
     },
     "05_measuring_and_improving.ipynb": {
         "10,000": "MNIST test split size (../shared/data/README.md)",
