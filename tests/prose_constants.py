@@ -47,6 +47,8 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "0.5": "exercise 2.3's own example power p",
     },
     "03_butterflies_unet2d.ipynb": {
+        "0.3": "exercise 3.2's SDEdit strengths 0.3, 0.6, 0.9 (the exercise's own values)",
+        "0.6": "exercise 3.2's SDEdit strengths 0.3, 0.6, 0.9 (the exercise's own values)",
         "10%": "the chapter's rule for keeping bf16 (its code compares times with a factor 0.9)",
         "0.999": "an example decay d (the chapter's prose)",
         "0.75": "the cpu preset's ema_power (TrainConfig in the chapter's code)",
