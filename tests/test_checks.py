@@ -1237,3 +1237,118 @@ def test_check_flow_euler_step_names_two_more_wrong_steps():
                   lambda x, v, t, t_next: torch.add(x, v, alpha=t_next - t),
                   lambda x, v, t, t_next: x - (t - t_next) * v):
         assert check_flow_euler_step(right)
+
+
+# --- chapter 4 review: float32 headroom of μ̃_t, hints of β̃_t and q(x_t | x_s) ---
+
+
+def test_check_posterior_mean_passes_float32_rounding_and_fails_the_slips():
+    from course_utils.checks import check_posterior_mean
+
+    def sqrt_alpha_first(x_t, x0, t, alphas_cumprod):  # right: √α_t, then β_t = 1 − α_t
+        ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
+        sqrt_alpha = ab.sqrt() / ab_prev.sqrt()
+        beta = 1 - sqrt_alpha**2  # misses the float64 mean by 1.6e-4 (cosine, t = 10)
+        return (ab_prev.sqrt() * beta / (1 - ab) * x0
+                + sqrt_alpha * (1 - ab_prev) / (1 - ab) * x_t)
+
+    def mean(x_t, x0, ab, ab_prev, sqrt_alpha):
+        beta = 1 - ab / ab_prev
+        return (ab_prev.sqrt() * beta / (1 - ab) * x0
+                + sqrt_alpha * (1 - ab_prev) / (1 - ab) * x_t)
+
+    def one_step_late(x_t, x0, t, alphas_cumprod):  # t + 1 for t
+        ab, ab_prev = alphas_cumprod[t + 1], alphas_cumprod[t]
+        return mean(x_t, x0, ab, ab_prev, (ab / ab_prev).sqrt())
+
+    def sqrt_alpha_bar(x_t, x0, t, alphas_cumprod):  # √ᾱ_t for √α_t
+        ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
+        return mean(x_t, x0, ab, ab_prev, ab.sqrt())
+
+    assert check_posterior_mean(sqrt_alpha_first)
+    for wrong, where in ((one_step_late, "linear schedule at t = 1 "),
+                         (sqrt_alpha_bar, "linear schedule at t = 10 ")):
+        result = check_posterior_mean(wrong)
+        assert not result and where in repr(result), result
+        assert "differs from μ̃_t" in repr(result)
+
+
+def test_check_posterior_variance_names_alpha_for_alpha_bar_and_a_division_by_zero():
+    from course_utils.checks import check_posterior_variance
+
+    def alpha_for_alpha_bar(betas):  # the one-step α in place of ᾱ: β_{t−1}
+        alphas = 1 - betas
+        return (1 - _cumprod_prev(alphas)) / (1 - alphas) * betas
+
+    def alpha_rolled(betas):  # the same, ᾱ_{t−1} by torch.roll
+        alphas = 1 - betas
+        return (1 - alphas.roll(1)) / (1 - alphas) * betas
+
+    def inverted(betas):  # (1 − ᾱ_t) / (1 − ᾱ_{t−1}): 1/0 at the first step
+        ab = torch.cumprod(1 - betas, dim=0)
+        return (1 - ab) / (1 - _cumprod_prev(ab)) * betas
+
+    def nan_later(betas):
+        result = torch.zeros_like(betas)
+        result[500] = float("nan")
+        return result
+
+    slips = [  # (wrong answer, words its hint must hold)
+        (alpha_for_alpha_bar, ("β_{t−1}", "use ᾱ, the cumulative product")),
+        (alpha_rolled, ("β_{t−1}", "use ᾱ, the cumulative product")),
+        (inverted, ("inf or NaN at the first step", "1 − ᾱ_{t−1} = 0",
+                    "(1 − ᾱ_{t−1}) over (1 − ᾱ_t)")),
+        (nan_later, ("inf or NaN at t = 500 (the first", "division by zero")),
+    ]
+    missed = [(wrong.__name__, words, repr(result)) for wrong, words in slips
+              if (result := check_posterior_variance(wrong))
+              or not all(w in repr(result) for w in words)
+              or "cumprod" in repr(result)]
+    assert not missed, missed
+
+    def padded_in_log_space(betas):  # right: ᾱ from a cumulative sum of logs
+        ab = torch.log1p(-betas.double()).cumsum(0).exp()
+        ab_prev = torch.nn.functional.pad(ab[:-1], (1, 0), value=1.0)
+        return (betas * (1 - ab_prev) / (1 - ab)).float()
+
+    def rolled_then_zeroed(betas):  # right: torch.roll, the first step set to 0
+        ab = torch.cumprod(1 - betas, dim=0)
+        result = betas * (1 - ab.roll(1)) / (1 - ab)
+        result[0] = 0
+        return result
+
+    assert check_posterior_variance(padded_in_log_space)
+    assert check_posterior_variance(rolled_then_zeroed)
+
+
+def test_check_q_sample_from_names_a_ratio_above_one():
+    from course_utils.checks import check_q_sample_from
+
+    def jump(x_s, noise, keep):
+        return keep.sqrt() * x_s + (1 - keep).sqrt() * noise
+
+    def inverted(x_s, s, t, noise, alphas_cumprod):  # ᾱ_s / ᾱ_t
+        return jump(x_s, noise, alphas_cumprod[s] / alphas_cumprod[t])
+
+    def paper_indices(x_s, s, t, noise, alphas_cumprod):  # wraps to ᾱ_{T−1} at s = 0
+        return jump(x_s, noise, alphas_cumprod[t - 1] / alphas_cumprod[s - 1])
+
+    for wrong in (inverted, paper_indices):
+        result = repr(check_q_sample_from(wrong))
+        assert result.startswith("❌") and "s = 0, t = 10" in result, result
+        for words in ("has NaN", "(0, 1]", "ᾱ_t over ᾱ_s", "code's indices t and s"):
+            assert words in result, (wrong.__name__, words, result)
+        assert "alphas_cumprod" not in result  # says which goes over which, no code
+
+    def step_by_step(x_s, s, t, noise, alphas_cumprod):  # right: α_{s+1} ⋯ α_t
+        keep = (alphas_cumprod[s + 1 : t + 1] / alphas_cumprod[s:t]).prod()
+        return jump(x_s, noise, keep)
+
+    def in_log_space(x_s, s, t, noise, alphas_cumprod):  # right
+        log_ab = alphas_cumprod.double().log()
+        log_keep = log_ab[t] - log_ab[s]
+        lost = -torch.expm1(log_keep)  # 1 − ᾱ_t/ᾱ_s
+        return (log_keep.exp().sqrt() * x_s + lost.sqrt() * noise).float()
+
+    assert check_q_sample_from(step_by_step)
+    assert check_q_sample_from(in_log_space)

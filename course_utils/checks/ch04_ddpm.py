@@ -56,9 +56,31 @@ def check_posterior_variance(posterior_variance: Callable) -> CheckResult:
         reference = _diffusers_posterior_variance(schedule)
         if torch.allclose(result, reference, rtol=1e-3, atol=1e-9):
             continue
+        if not result.isfinite().all():
+            if not result[0].isfinite():  # the ratio inverted: 1 − ᾱ_{t−1} = 0 divides
+                return _report(
+                    False,
+                    "β̃ is inf or NaN at the first step, where ᾱ_{t−1} = 1: a division"
+                    " by 1 − ᾱ_{t−1} = 0? The ratio is (1 − ᾱ_{t−1}) over (1 − ᾱ_t),"
+                    " not the other way round",
+                )
+            first = int((~result.isfinite()).nonzero()[0])
+            return _report(
+                False,
+                f"β̃ is inf or NaN at t = {first} (the first such step): look for a"
+                " division by zero or the square root of a negative number",
+            )
         if torch.allclose(result, b, rtol=1e-4):
             return _report(False, "that is β_t itself, the paper's other choice of σ_t²; the posterior variance "
                                   "scales it by (1 − ᾱ_{t−1}) / (1 − ᾱ_t)")
+        # ᾱ left out (the one-step α in its place): the ratio is then β_{t−1} / β_t;
+        # rtol 1e-2: 1 − α rounds in float32 to β within 3e-4 (relative) at β = 1e-4
+        if torch.allclose(result[1:], b[:-1], rtol=1e-2):
+            return _report(
+                False,
+                "that is β_{t−1}, the previous step's β: use ᾱ, the cumulative"
+                " product of the α's, not the one-step α_t = 1 − β_t",
+            )
         if abs(float(result[0])) > 1e-6 and torch.allclose(
             result[1:], reference[1:], rtol=1e-3
         ):
@@ -100,6 +122,13 @@ def _conditioned_mean(
     return ab_prev.sqrt() * x0 + gain * (x_t - ab.sqrt() * x0)
 
 
+# β_t = 1 − ᾱ_t/ᾱ_{t−1} is small at t = 1 and 2 (5e-5 to 1.4e-4), so rounding α_t in
+# float32 moves the mean: the chapter's answer misses the float64 mean by 7.9e-5,
+# β_t = 1 − (√α_t)² by 1.6e-4. An index off by one misses by 4e-3 or more at t = 1,
+# √ᾱ_t for √α_t by 8e-4 at t = 10 and by 0.3 or more at t = 400
+_MEAN_ATOL = 5e-4
+
+
 def check_posterior_mean(posterior_mean: Callable) -> CheckResult:
     """Check `posterior_mean(x_t, x0, t, alphas_cumprod)`: the mean μ̃_t of q(x_{t−1} |
     x_t, x_0).
@@ -119,7 +148,7 @@ def check_posterior_mean(posterior_mean: Callable) -> CheckResult:
                                          shape=tuple(x_t.shape), name="posterior_mean")
             if err:
                 return _report(False, err)
-            if torch.allclose(result, expected, atol=1e-4):
+            if torch.allclose(result, expected, atol=_MEAN_ATOL):
                 continue
             # the usual slips, built from the right coefficients (the mean is linear in
             # x_t and x0)
@@ -178,6 +207,14 @@ def check_q_sample_from(q_sample_from: Callable) -> CheckResult:
                 return _report(False, err)
             if torch.allclose(result, expected, atol=1e-4):
                 continue
+            if result.isnan().any():  # a ratio above 1 under a square root
+                return _report(
+                    False,
+                    f"for s = {s}, t = {t} the result has NaN, the square root of a"
+                    " negative number: the ratio of the two products must lie in"
+                    " (0, 1], so the later one goes over the earlier one, ᾱ_t over ᾱ_s,"
+                    " both read at the code's indices t and s",
+                )
             ab_t = alphas_cumprod[t].double()
             if torch.allclose(result, ab_t.sqrt() * x_s.double() + (1 - ab_t).sqrt() * noise.double(), atol=1e-4):
                 return _report(False, "that jumps as if x_s were the clean x_0; from step s only the α's of steps "
