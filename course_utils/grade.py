@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -102,10 +103,19 @@ class Limits:
             )
 
 
+# CPython 3.11's parser is not safe to call from several threads at once: under load,
+# ast.parse raised "SystemError: AST constructor recursion depth mismatch" in one of
+# the --jobs threads (CI, 2026-11-30), and that learner's notebook was reported
+# unreadable. Every parse and unparse here holds this lock; the notebooks still run in
+# parallel (each in its own worker process).
+_PARSE_LOCK = threading.Lock()
+
+
 def check_call(source: str) -> ast.Call | None:
     """The last top-level `check_...(...)` call in a code cell, if any."""
     try:
-        tree = ast.parse(source)
+        with _PARSE_LOCK:
+            tree = ast.parse(source)
     except SyntaxError:
         return None
     calls = [
@@ -157,7 +167,8 @@ def _job(nb: nbformat.NotebookNode, chapter: int) -> tuple[dict, set[str]]:
         entry = {"index": i, "source": cell.source, "exercises": []}
         if exercise:
             found.add(call.func.id)
-            args = [ast.unparse(arg) for arg in call.args]
+            with _PARSE_LOCK:
+                args = [ast.unparse(arg) for arg in call.args]
             entry["exercises"].append({
                 "check": call.func.id,
                 "args": args,

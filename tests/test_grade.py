@@ -315,3 +315,28 @@ def test_as_root_the_notebook_runs_as_nobody(tmp_path):
     )
     [grade, *_] = grade_notebook(path, Limits(timeout=TIMEOUT, user="nobody"))
     assert grade.result == "pass", grade.message
+
+
+def test_notebooks_are_parsed_one_thread_at_a_time(tmp_path, monkeypatch):
+    """With --jobs > 1 the grader parses cells in several threads; CPython 3.11's
+    parser raised "AST constructor recursion depth mismatch" when two did so at once
+    (CI lost a learner's rows to it), so every parse holds the grader's lock."""
+    import ast
+
+    import course_utils.grade as grade
+
+    real_parse = ast.parse
+    unlocked = []
+
+    def parse(*args, **kwargs):
+        if not grade._PARSE_LOCK.locked():
+            unlocked.append(args[0][:40])
+        return real_parse(*args, **kwargs)
+
+    monkeypatch.setattr(grade.ast, "parse", parse)
+    path = tmp_path / "una.ipynb"
+    nbformat.write(_notebook([BETA, SNR, CROSS]), path)
+    nb = nbformat.read(path, as_version=4)
+    assert [check_call(cell.source) is not None for cell in nb.cells] == [
+        False, True, True, True]
+    assert unlocked == [], f"parsed without the lock: {unlocked}"
