@@ -61,14 +61,33 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
+def slowest_cells(nb: nbformat.NotebookNode, k: int = 5) -> list[tuple[int, float]]:
+    """The k slowest code cells of an executed notebook as (index, seconds), slowest first.
+
+    Reads the timestamps nbclient records (record_timing=True) in each cell's `execution` metadata; cells without
+    them (not run, or run by another tool) are skipped.
+    """
+    durations = []
+    for index, cell in enumerate(nb.cells):
+        timing = cell.get("metadata", {}).get("execution", {})
+        began, ended = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+        if cell.cell_type == "code" and began and ended:
+            seconds = (_dt.datetime.fromisoformat(ended.replace("Z", "+00:00"))
+                       - _dt.datetime.fromisoformat(began.replace("Z", "+00:00"))).total_seconds()
+            durations.append((index, seconds))
+    return sorted(durations, key=lambda pair: -pair[1])[:k]
+
+
 def execute_notebook(path: Path, timeout: int | None = None) -> dict:
     """Execute one notebook in place, from a fresh kernel, and stamp it; return the stamp."""
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=True,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
     wall = time.perf_counter() - start
+    for index, seconds in slowest_cells(nb):  # where a budget would shrink the run
+        print(f"  cell {index}: {seconds:.0f} s", flush=True)
     stamp = {
         "budget": "quick" if is_quick() else "full",
         "executed_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -174,3 +174,21 @@ def test_stored_figures_are_images_not_their_text(path):
                if output.get("data", {}).get("text/plain", "").startswith("<Figure size")
                and "image/png" not in output.get("data", {})]
     assert not textual, f"{path.name}: cells {textual} stored a figure's text without its image"
+
+
+def test_slowest_cells_reads_nbclient_timings_slowest_first():
+    from course_utils.execute import slowest_cells
+
+    def timed(began: str, ended: str) -> nbformat.NotebookNode:
+        cell = nbformat.v4.new_code_cell("pass")
+        cell.metadata["execution"] = {"iopub.execute_input": began, "shell.execute_reply": ended}
+        return cell
+
+    nb = nbformat.v4.new_notebook(cells=[
+        timed("2026-11-30T10:00:00.000Z", "2026-11-30T10:00:02.500Z"),
+        nbformat.v4.new_markdown_cell("text"),
+        nbformat.v4.new_code_cell("never run"),
+        timed("2026-11-30T10:00:03Z", "2026-11-30T10:01:03Z"),
+    ])
+    assert slowest_cells(nb) == [(3, 60.0), (0, 2.5)]
+    assert slowest_cells(nb, k=1) == [(3, 60.0)]
