@@ -92,9 +92,12 @@ def _decoded(split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image (N, 1, 28, 28) in [0, 1] and label of a split, decoded once per process (not to be modified)."""
     if split not in _DECODED:
         dataset = load_course_dataset("ylecun/mnist", split=split)
-        arrays = dataset.with_format("numpy")[:]
-        images = torch.from_numpy(np.asarray(arrays["image"], dtype=np.float32) / 255.0).unsqueeze(1)
-        _DECODED[split] = images, torch.from_numpy(np.asarray(arrays["label"], dtype=np.int64))
+        # the plain Python format: datasets 4.0's numpy format (Colab's today) imports torchvision's
+        # VideoReader whenever torchvision is loaded, and torchvision 0.26 (Colab's too) has none
+        columns = dataset[:]
+        pixels = np.stack([np.asarray(image, dtype=np.uint8) for image in columns["image"]])
+        images = torch.from_numpy(pixels.astype(np.float32) / 255.0).unsqueeze(1)
+        _DECODED[split] = images, torch.tensor(columns["label"], dtype=torch.int64)
     return _DECODED[split]
 
 

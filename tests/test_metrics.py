@@ -352,3 +352,27 @@ def test_inception_runs_on_the_gpu_when_there_is_one(monkeypatch):
     assert metrics.load_inception() == "cpu"
     assert metrics.load_inception("cuda:1") == "cuda:1"  # an explicit device wins
     assert made == ["cuda", "cpu", "cuda:1"]
+
+
+def test_mnist_decodes_where_torchvision_has_no_video_reader(monkeypatch):
+    # Colab today: datasets 4.0.0 with torchvision 0.26, which dropped VideoReader. datasets 4.0's numpy
+    # format imports it whenever torchvision is loaded, so `with_format("numpy")` raised ImportError on
+    # Colab's GPU runtime (found by the GPU smoke run); the plain Python format never asks for it.
+    import sys
+    import types
+
+    import datasets
+
+    from course_utils import metrics
+
+    fake_torchvision = types.ModuleType("torchvision")
+    fake_torchvision.io = types.ModuleType("torchvision.io")  # no VideoReader
+    monkeypatch.setitem(sys.modules, "torchvision", fake_torchvision)
+    monkeypatch.setitem(sys.modules, "torchvision.io", fake_torchvision.io)
+    monkeypatch.setattr(datasets.config, "TORCHVISION_AVAILABLE", True)
+    monkeypatch.setattr(datasets.Dataset, "with_format", None)  # any numpy/torch format path fails
+    monkeypatch.setattr(metrics, "_DECODED", {})
+    images, labels = metrics.mnist_tensors("test", 5)
+    assert images.shape == (5, 1, 28, 28) and images.dtype == torch.float32
+    assert 0 <= images.min() and images.max() <= 1 and images.max() > 0.9
+    assert labels.tolist() == [7, 2, 1, 0, 4]  # the test file's first digits

@@ -201,3 +201,19 @@ def test_colab_constraints_are_cut_from_colabs_freeze():
         "python scripts/cut_colab_constraints.py")
     pins = read_pins(ROOT / "constraints-colab.txt")
     assert "torch" not in pins and not any("+" in str(v) for v in pins.values())
+
+
+def test_no_chapter_or_helper_uses_a_datasets_array_format():
+    # datasets 4.0 (Colab's) imports torchvision.io.VideoReader in its numpy/torch formats whenever
+    # torchvision is loaded, and Colab's torchvision 0.26 has none: decode PIL images instead.
+    pattern = re.compile(r"""(with|set)_format\(\s*(type\s*=\s*)?["'](numpy|np|torch|pt)["']""")
+    sources = list(ROOT.glob("course_utils/**/*.py")) + list(ROOT.glob("scripts/*.py"))
+    found = []
+    for path in sources:
+        if pattern.search(path.read_text()):
+            found.append(str(path.relative_to(ROOT)))
+    for path in CHAPTERS:
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code" and pattern.search("".join(cell["source"])):
+                found.append(path.name)
+    assert not found, f"numpy/torch dataset formats in {found}; decode PIL images instead"

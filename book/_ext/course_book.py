@@ -74,6 +74,37 @@ def _run_times_directive():
     return RunTimes
 
 
+def gpu_smoke_lines(results_dir: Path) -> list[str]:
+    """A fixed-width table of every GPU smoke run in results_dir/*.jsonl (lines of scripts/gpu_smoke.sh's
+    results.jsonl): part, device, wall seconds, median seconds per optimizer step, peak GPU memory."""
+    lines = [f"{'part':<34}{'device':>13}{'wall s':>8}{'s/step':>8}{'peak MiB':>10}"]
+    for path in sorted(results_dir.glob("*.jsonl")):
+        for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()):
+            part = row["part"].replace("train_unconditional --preset ", "train_unconditional ")
+            if not row.get("ok"):
+                lines.append(f"{part:<34}{'failed':>13}")
+                continue
+            step = "-" if row.get("s_per_step") is None else f"{row['s_per_step']:.3f}"
+            lines.append(f"{part:<34}{row.get('device', '?'):>13}{row['wall_s']:>8.1f}{step:>8}"
+                         f"{row.get('peak_memory_mib', 0):>10.0f}")
+    return lines
+
+
+def _gpu_smoke_directive():
+    from docutils import nodes
+    from docutils.parsers.rst import Directive
+
+    class GpuSmokeTable(Directive):
+        """`gpu-smoke-table`: benchmarks/gpu_smoke/*.jsonl as a fixed-width table."""
+
+        def run(self):
+            env = self.state.document.settings.env
+            text = "\n".join(gpu_smoke_lines(Path(env.srcdir) / "benchmarks" / "gpu_smoke"))
+            return [nodes.literal_block(text, text)]
+
+    return GpuSmokeTable
+
+
 def number_exercises_per_chapter(app, env) -> list[str]:
     """Exercise 4.1, 4.2, ... in chapter 4 (Sphinx numbers them 1, 2, ... across the whole book)."""
     for docname, numbers in env.toc_fignumbers.items():
@@ -116,6 +147,7 @@ def drop_offsite_font_awesome(app, pagename, templatename, context, doctree) -> 
 
 def setup(app):
     app.add_directive("course-run-times", _run_times_directive())
+    app.add_directive("gpu-smoke-table", _gpu_smoke_directive())
     app.connect("config-inited", use_local_mathjax)
     app.connect("doctree-read", add_run_note)
     app.connect("env-get-updated", number_exercises_per_chapter, priority=900)  # after Sphinx's numbering
