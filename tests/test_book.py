@@ -54,18 +54,19 @@ def test_instructors_page_shows_the_gpu_smoke_results_as_recorded(tmp_path):
 
     rows = [{"part": "02_basic_unet_mnist", "ok": True, "s_per_step": 0.010977, "peak_memory_mib": 420.04,
              "device": "NVIDIA H200", "wall_s": 44.2},
-            {"part": "train_unconditional --preset gpu", "ok": True, "s_per_step": 0.1581,
+            {"part": "train_unconditional --preset gpu", "ok": True, "s_per_step": 0.1581, "precision": "fp16",
              "peak_memory_mib": 1886.0, "device": "NVIDIA H200", "wall_s": 10.5},
             {"part": "03_butterflies_unet2d", "ok": False, "error": "ImportError", "wall_s": 27.2}]
     (tmp_path / "h200.jsonl").write_text("\n".join(map(json.dumps, rows)))
     lines = _extension().gpu_smoke_lines(tmp_path)
-    assert lines[1].split() == ["02_basic_unet_mnist", "NVIDIA", "H200", "44.2", "0.011", "420"]
-    assert lines[2].split() == ["train_unconditional", "gpu", "NVIDIA", "H200", "10.5", "0.158", "1886"]
-    assert lines[3].split() == ["03_butterflies_unet2d", "failed"]
-    assert all(len(line) <= 88 for line in lines)
+    assert lines[0] == "on NVIDIA H200"
+    assert lines[2].split() == ["chapter", "2", "44.2", "0.011", "420"]
+    assert lines[3].split() == ["ch.", "3", "script,", "fp16", "10.5", "0.158", "1886"]
+    assert lines[4].split() == ["chapter", "3", "failed"]
+    assert all(len(line) <= 48 for line in lines)  # a phone's column
     assert "```{gpu-smoke-table}" in (ROOT / "book" / "instructors.md").read_text()
     recorded = _extension().gpu_smoke_lines(ROOT / "benchmarks" / "gpu_smoke")
-    assert len(recorded) > 6 and all(len(line) <= 88 for line in recorded)
+    assert len(recorded) > 7 and all(len(line) <= 48 for line in recorded)
 
 
 def test_one_repository_url_for_colab_installs_and_links():

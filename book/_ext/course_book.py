@@ -76,17 +76,23 @@ def _run_times_directive():
 
 def gpu_smoke_lines(results_dir: Path) -> list[str]:
     """A fixed-width table of every GPU smoke run in results_dir/*.jsonl (lines of scripts/gpu_smoke.sh's
-    results.jsonl): part, device, wall seconds, median seconds per optimizer step, peak GPU memory."""
-    lines = [f"{'part':<34}{'device':>13}{'wall s':>8}{'s/step':>8}{'peak MiB':>10}"]
-    for path in sorted(results_dir.glob("*.jsonl")):
-        for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()):
-            part = row["part"].replace("train_unconditional --preset ", "train_unconditional ")
-            if not row.get("ok"):
-                lines.append(f"{part:<34}{'failed':>13}")
-                continue
-            step = "-" if row.get("s_per_step") is None else f"{row['s_per_step']:.3f}"
-            lines.append(f"{part:<34}{row.get('device', '?'):>13}{row['wall_s']:>8.1f}{step:>8}"
-                         f"{row.get('peak_memory_mib', 0):>10.0f}")
+    results.jsonl): part, wall seconds, median seconds per optimizer step, peak GPU memory in MiB. Narrow enough
+    for a phone's column; the device goes in the heading (one table per device)."""
+    rows = [json.loads(line) for path in sorted(results_dir.glob("*.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines()]
+    devices = sorted({row["device"] for row in rows if row.get("device")})
+    lines = [f"on {', '.join(devices) or '?'}", f"{'part':<24}{'wall s':>7}{'s/step':>7}{'MiB':>6}"]
+    for row in rows:
+        part = row["part"]
+        if part.startswith("train_unconditional"):
+            part = f"ch. 3 script, {row.get('precision', '?')}"
+        elif part[:2].isdigit():
+            part = f"chapter {int(part[:2])}"
+        if not row.get("ok"):
+            lines.append(f"{part:<24}{'failed':>7}")
+            continue
+        step = "-" if row.get("s_per_step") is None else f"{row['s_per_step']:.3f}"
+        lines.append(f"{part:<24}{row['wall_s']:>7.1f}{step:>7}{row.get('peak_memory_mib', 0):>6.0f}")
     return lines
 
 
