@@ -6,6 +6,7 @@ stored outputs; any other source is a citation (a paper's table, a library defau
 
 CONSTANTS: dict[str, dict[str, str]] = {
     "01_noise_and_schedules.ipynb": {
+        "17.2": "benchmarks/gpu_smoke/h200_chapters.jsonl: this chapter's quick-mode wall time on the H200 (scripts/gpu_smoke.sh)",
         "0.00085": "Stable Diffusion's beta_start (diffusers 'scaled_linear' config of CompVis/stable-diffusion-v1-4)",
         "0.012": "Stable Diffusion's beta_end (the same config)",
         "0.008": "Nichol & Dhariwal 2021, eq. 17: the cosine schedule's offset s",
@@ -19,6 +20,8 @@ CONSTANTS: dict[str, dict[str, str]] = {
               "2 * -log(1e-3) / 1000 - 1e-4 = 0.013716 gives alpha_bar_T = 9.69e-4 by the float64 product)",
     },
     "02_basic_unet_mnist.ipynb": {
+        "44.2": "benchmarks/gpu_smoke/h200_chapters.jsonl: this chapter's quick-mode wall time on the H200 (scripts/gpu_smoke.sh)",
+        "8.0": "course_utils.precision: bf16 autocast only from CUDA compute capability 8.0 (Ampere), NVIDIA's native bf16",
         "2.4": "diffusers DDPMScheduler(beta_schedule='squaredcos_cap_v2').alphas_cumprod[999] = 2.4e-9",
         "98.7%": "benchmarks/README.md: the MNIST classifier's test accuracy",
         "1,062": "benchmarks/README.md: run A's steps in 10 minutes",
@@ -47,6 +50,10 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "0.5": "exercise 2.3's own example power p",
     },
     "03_butterflies_unet2d.ipynb": {
+        "31.3": "benchmarks/gpu_smoke/h200_chapters.jsonl: this chapter's quick-mode wall time on the H200 (scripts/gpu_smoke.sh)",
+        "8.0": "course_utils.precision: bf16 autocast only from CUDA compute capability 8.0 (Ampere), NVIDIA's native bf16",
+        "0.16": "benchmarks/gpu_smoke/: train_unconditional --preset gpu, s/step in fp16 on the H200 (0.158, fastest of three runs)",
+        "0.22": "benchmarks/gpu_smoke/: the same, slowest of three runs (0.217)",
         "0.3": "exercise 3.2's SDEdit strengths 0.3, 0.6, 0.9 (the exercise's own values)",
         "0.6": "exercise 3.2's SDEdit strengths 0.3, 0.6, 0.9 (the exercise's own values)",
         "10%": "the chapter's rule for keeping bf16 (its code compares times with a factor 0.9)",
@@ -82,6 +89,8 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "0.98": "derived: sqrt(1 - alpha_bar_880) = 0.9829",
     },
     "04_ddpm_from_scratch.ipynb": {
+        "30.2": "benchmarks/gpu_smoke/h200_chapters.jsonl: this chapter's quick-mode wall time on the H200 (scripts/gpu_smoke.sh)",
+        "8.0": "course_utils.precision: bf16 autocast only from CUDA compute capability 8.0 (Ampere), NVIDIA's native bf16",
         "1,062,497": "output of 02_basic_unet_mnist.ipynb (its DDPM model's parameter count)",
         "22%": "derived: 1 - 827,233 / 1,062,497 = 0.221 (both printed)",
         "0.008": "Nichol & Dhariwal 2021, eq. 17: the cosine schedule's offset s",
@@ -94,6 +103,8 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "0.0075": "derived: 0.0423 - 0.0348, L1's held-out MSE over L2's (both printed)",
     },
     "05_measuring_and_improving.ipynb": {
+        "43.2": "benchmarks/gpu_smoke/h200_chapters.jsonl: this chapter's quick-mode wall time on the H200 (scripts/gpu_smoke.sh)",
+        "8.0": "course_utils.precision: bf16 autocast only from CUDA compute capability 8.0 (Ampere), NVIDIA's native bf16",
         "10,000": "MNIST test split size (../shared/data/README.md)",
         "5,000": "MNIST test file halves, SD-3 then SD-1 (LeCun, Cortes & Burges; ../shared/data/README.md)",
         "3.17": "Ho et al. 2020, Table 2 and §4.1: CIFAR-10 FID against the training set",
@@ -107,6 +118,8 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "62.7": "derived: 187.64 - 124.95, both printed by the preprocessing cell",
     },
     "06_guidance_and_flow_matching.ipynb": {
+        "38.3": "benchmarks/gpu_smoke/h200_chapters.jsonl: this chapter's quick-mode wall time on the H200 (scripts/gpu_smoke.sh)",
+        "8.0": "course_utils.precision: bf16 autocast only from CUDA compute capability 8.0 (Ampere), NVIDIA's native bf16",
         "0.1": "the chapter's label-dropout probability p_uncond (Ho & Salimans 2021 use 0.1 and 0.2)",
         "10%": "the same p_uncond = 0.1, as a percentage",
         "7.5": "StableDiffusionPipeline's default guidance_scale (diffusers)",
