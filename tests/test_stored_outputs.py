@@ -192,3 +192,19 @@ def test_slowest_cells_reads_nbclient_timings_slowest_first():
     ])
     assert slowest_cells(nb) == [(3, 60.0), (0, 2.5)]
     assert slowest_cells(nb, k=1) == [(3, 60.0)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_opening_says_what_a_gpu_changes_and_how_long_the_cpu_run_took(path):
+    nb = nbformat.read(path, as_version=4)
+    opening = " ".join(nb.cells[0].source.split())
+    if path.name.startswith("01_"):
+        assert "Nothing here needs a GPU" in opening
+        return
+    assert "**On a GPU.**" in opening, "the opening should say what a GPU changes (issue 27)"
+    assert "choose a GPU runtime" in opening and "Runtime → Change runtime type → GPU" in opening
+    # the CPU time the opening states is the stored run's, to the minute
+    stated = re.search(r"(\d+) minutes (?:at full budget )?on a 2-core CPU", opening)
+    assert stated, "the opening should say how long the stored run took on the 2-core CPU"
+    minutes = nb.metadata[STAMP_KEY]["wall_time_s"] / 60
+    assert abs(int(stated.group(1)) - minutes) <= 1, (stated.group(0), f"{minutes:.1f} min stamped")
