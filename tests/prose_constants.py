@@ -73,8 +73,8 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "6.5%": "derived: the same for 'squaredcos_cap_v2': sqrt(alpha_bar_t) < 0.1 for 65 of 1000 timesteps "
                 "(t >= 935)",
         "34%": "benchmarks/README.md: runs A and B (without and with EMA), confident share (33.6, 34.0)",
-        "58.6": "output of 05_measuring_and_improving.ipynb (the emoji floor, real vs real at N = 500)",
-        "1.2": "output of 05_measuring_and_improving.ipynb (that floor's sd over five re-splits)",
+        "2,048": "Inception-v3 pool features (Szegedy et al. 2016; Heusel et al. 2017)",
+        "1,000": "benchmarks/README.md: each benchmark FID scores 1000 samples",
         "9.9": "benchmarks/README.md: cifar-old-preset's logged training time, minutes (train_minutes 9.86 in "
                "results/train_unconditional.jsonl)",
         "18.9": "benchmarks/README.md: emoji-v-bf16's logged training time, minutes (train_minutes 18.86)",
@@ -112,8 +112,7 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "2,048": "Inception-v3 pool features (Szegedy et al. 2016; Heusel et al. 2017)",
         "1,232": "Noto emoji stand-in size (../shared/data/README.md)",
         "1%": "the 1st percentile, by construction",
-        "5.5": "3,300 / 600 training steps (chapter 4's budget over this chapter's)",
-        "1,000": "2 × 500: the MNIST Inception pool of the chapter's code (n_table = 500)",
+        "8.25": "3,300 / 400 training steps (chapter 4's budget over this chapter's)",
         "50,000": "the published FID protocol (Heusel et al. 2017)",
         "62.7": "derived: 187.64 - 124.95, both printed by the preprocessing cell",
     },
