@@ -452,6 +452,15 @@ def test_check_transform():
         return {"images": [t.flip(-2) for t in good(batch)["images"]]}
 
     assert "up-down" in repr(check_transform(flips_up_down))
+    for seed in range(6):  # a random up-down flip: one image may come out unflipped
+        generator = torch.Generator().manual_seed(seed)
+
+        def random_up_down(batch):
+            images = ImageTransform(size=32, mode="RGB")(batch)["images"]
+            return {"images": [t.flip(-2) if torch.rand(1, generator=generator) < 0.5
+                               else t for t in images]}
+
+        assert "up-down" in repr(check_transform(random_up_down)), seed
     never_flips = ImageTransform(size=32, mode="RGB", flip_prob=0.0)
     assert "flipped" in repr(check_transform(never_flips))
     always_flips = ImageTransform(size=32, mode="RGB", flip_prob=1.0)
@@ -588,6 +597,38 @@ def test_check_sdedit_tells_round_from_int_and_ceil():
     for rounding in (int, math.ceil):
         result = check_sdedit(_sdedit(n_kept_of=rounding))
         assert not result and "round(" in repr(result) and "this answer kept" in repr(result), (rounding, result)
+
+
+def test_check_sdedit_points_at_the_slice_and_at_add_noise():
+    def one_too_many(model, scheduler, images, noise, strength):
+        n = len(scheduler.timesteps)
+        k = round(strength * n)
+        if k == 0:
+            return images.clone()
+        timesteps = scheduler.timesteps[n - k - 1:]  # off by one
+        x = scheduler.add_noise(images, noise, timesteps[:1])
+        for t in timesteps:
+            x = scheduler.step(model(scheduler.scale_model_input(x, t), t).sample, t,
+                               x).prev_sample
+        return x
+
+    assert "slice" in repr(check_sdedit(one_too_many))
+
+    def noised_by_hand(model, scheduler, images, noise, strength):
+        n = len(scheduler.timesteps)
+        k = round(strength * n)
+        if k == 0:
+            return images.clone()
+        timesteps = scheduler.timesteps[n - k:]
+        alpha_bar = scheduler.alphas_cumprod[timesteps[0]]  # Euler's timesteps are floats
+        x = alpha_bar.sqrt() * images + (1 - alpha_bar).sqrt() * noise
+        for t in timesteps:
+            x = scheduler.step(model(scheduler.scale_model_input(x, t), t).sample, t,
+                               x).prev_sample
+        return x
+
+    result = check_sdedit(noised_by_hand)
+    assert not result and "add_noise" in repr(result), result
 
 
 def test_check_sdedit_says_use_the_noise_and_scheduler_you_are_given():
@@ -736,6 +777,20 @@ def test_check_frechet_diagonal():
     assert "no square root" in repr(check_frechet_diagonal(lambda *args: np.sqrt(right(*args))))
     assert "number" in repr(check_frechet_diagonal(lambda *args: "far"))
 
+    def unsquared_means(mu_a, var_a, mu_b, var_b):
+        return float(np.linalg.norm(mu_a - mu_b)
+                     + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2))
+
+    assert "square the distance between the means" in repr(
+        check_frechet_diagonal(unsquared_means))
+
+    def mean_over_dimensions(mu_a, var_a, mu_b, var_b):
+        return float(np.mean((mu_a - mu_b) ** 2
+                             + (np.sqrt(var_a) - np.sqrt(var_b)) ** 2))
+
+    assert "sum over the dimensions" in repr(
+        check_frechet_diagonal(mean_over_dimensions))
+
 
 def test_check_eps_from_v():
     from course_utils.checks import check_eps_from_v
@@ -744,6 +799,13 @@ def test_check_eps_from_v():
     assert "sign" in repr(check_eps_from_v(lambda x_t, v, ab: ab.sqrt() * v - (1 - ab).sqrt() * x_t))
     assert "x̂0" in repr(check_eps_from_v(lambda x_t, v, ab: ab.sqrt() * x_t - (1 - ab).sqrt() * v))
     assert not check_eps_from_v(lambda x_t, v, ab: v)
+
+    def in_place(x_t, v, ab):  # right value, but v is overwritten
+        return v.mul_(ab.sqrt()).add_((1 - ab).sqrt() * x_t)
+
+    assert "in place" in repr(check_eps_from_v(in_place))
+    assert "float32" in repr(check_eps_from_v(
+        lambda x_t, v, ab: (ab.sqrt() * v + (1 - ab).sqrt() * x_t).half()))
 
 
 def test_check_fewest_nfe():
@@ -766,6 +828,11 @@ def test_check_fewest_nfe():
         return right(sweep, sampler, target) or sweep[sampler][-1][0]
 
     assert check_fewest_nfe(right, sweep)
+
+    def first_in_list_order(sweep, sampler, target):
+        return next((nfe for nfe, ratio, _ in sweep[sampler] if ratio <= target), None)
+
+    assert "smallest" in repr(check_fewest_nfe(first_in_list_order, sweep))
     assert "not monotonic" in repr(check_fewest_nfe(first_after_which_it_stays, sweep))
     assert "return None" in repr(check_fewest_nfe(never_none, sweep))
     assert "sweep" in repr(check_fewest_nfe(right, {}))

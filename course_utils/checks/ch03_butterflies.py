@@ -78,6 +78,11 @@ def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
     result, err = _call(transform, {"image": [corner] * n}, name="transform")
     if err:
         return _report(False, err)
+    # a random up-down flip may have left the single image above alone: look again here
+    if any(float(im[:, -q:, :].max()) > 0.9 for im in result["images"]):
+        return _report(False, "some copies of an image with a white strip at its top "
+                              "came out with the strip at the bottom: flip left-right "
+                              "only (the last axis), never up-down")
     flipped = sum(float(im[:, :q, -q:].mean()) > 0.9 for im in result["images"])
     if not 0.35 * n <= flipped <= 0.65 * n:
         return _report(False, f"{flipped} of {n} copies of one image came out flipped; a random "
@@ -238,6 +243,14 @@ def check_sdedit(sdedit: Callable) -> CheckResult:
                                       "one for all (Euler-type schedulers loop over "
                                       "it). timesteps[0] is 0-d; timesteps[:1], a "
                                       "slice, is the 1-element tensor it needs")
+            if err and not seen and strength > 0:
+                # it never called add_noise: noising by hand with ᾱ does not fit
+                # Euler-type schedulers, whose timesteps index σ, not ᾱ
+                return _report(False, f"with {name}, strength {strength}: {err}. Noise "
+                                      "the images with the scheduler you are given, "
+                                      "scheduler.add_noise(images, noise, timesteps): "
+                                      "Euler-type schedulers work in σ units, so ᾱ "
+                                      "by hand does not fit them")
             if err:
                 return _report(False, f"with {name}, strength {strength}: {err}")
             for given, original, what in ((images_given, images, "images"), (noise_given, noise, "noise")):
@@ -258,7 +271,8 @@ def check_sdedit(sdedit: Callable) -> CheckResult:
                         and calls == [int(t) for t in scheduler.timesteps[n - n_called:]]):
                     return _report(False, f"at strength {strength} keep round({strength} × {n}) = {n_kept} "
                                           f"timesteps; this answer kept {n_called}. Round to the nearest "
-                                          "whole number: int() rounds down, math.ceil up")
+                                          "whole number: int() rounds down, math.ceil up; and "
+                                          "check the slice: timesteps[n - k:] keeps k")
                 return _report(False, f"at strength {strength} the model should be called at {kept}, in that "
                                       f"order; it was called at {calls}")
             result, err = _as_tensor(result, tuple(images.shape), "sdedit")

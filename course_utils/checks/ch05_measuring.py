@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._harness import CheckResult, _call, _tensor_result, _report
+from ._harness import CheckResult, _as_tensor, _call, _report
 
 
 def check_frechet_diagonal(frechet_diagonal: Callable) -> CheckResult:
@@ -43,6 +43,13 @@ def check_frechet_diagonal(frechet_diagonal: Callable) -> CheckResult:
             return _report(False, "add the mean term |mu_a − mu_b|²: two Gaussians can differ in where they sit")
         if abs(value - np.sqrt(expected)) < 1e-7:
             return _report(False, "FD is the squared 2-Wasserstein distance: no square root over the sum")
+        trace_term = expected - mean_term
+        if abs(value - (np.sqrt(mean_term) + trace_term)) < 1e-7:
+            return _report(False, "square the distance between the means: the mean "
+                                  "term is ‖mu_a − mu_b‖², not ‖mu_a − mu_b‖")
+        if dim > 1 and abs(value - expected / dim) < 1e-7:
+            return _report(False, "sum over the dimensions, not the mean: FD adds up "
+                                  "every dimension's part")
         return _report(False, "expand tr(Σ_a + Σ_b − 2(Σ_a Σ_b)^½) for diagonal Σ entry by entry")
     # a zero distance from a Gaussian to itself
     result, err = _call(frechet_diagonal, np.ones(3), np.full(3, 2.0), np.ones(3), np.full(3, 2.0),
@@ -62,9 +69,22 @@ def check_eps_from_v(eps_from_v: Callable) -> CheckResult:
     alpha_bar = torch.tensor([0.99, 0.5, 0.01]).view(-1, 1, 1, 1)
     x_t = alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
     v = alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
-    result, err = _tensor_result(eps_from_v, x_t, v, alpha_bar, shape=tuple(x_t.shape), name="eps_from_v")
+    inputs = [x_t.clone(), v.clone(), alpha_bar.clone()]  # the learner's copies
+    raw, err = _call(eps_from_v, *inputs, name="eps_from_v")
     if err:
         return _report(False, err)
+    if isinstance(raw, torch.Tensor) and raw.dtype in (torch.float16, torch.bfloat16):
+        return _report(False, f"return float32 (like the inputs), got {raw.dtype}: it "
+                              "loses the precision the check needs")
+    result, err = _as_tensor(raw, tuple(x_t.shape), "eps_from_v")
+    if err:
+        return _report(False, err)
+    for name, given, original in zip(("x_t", "v", "alpha_bar"), inputs,
+                                     (x_t, v, alpha_bar)):
+        if not torch.equal(given, original):
+            return _report(False, f"eps_from_v changed its input {name} in place (an "
+                                  "operation ending in _ such as mul_): compute a new "
+                                  "tensor instead")
     if torch.allclose(result, eps.double(), atol=1e-4):
         return _report(True, "your ε recovers the noise at every noise level")
     if torch.allclose(result, (alpha_bar.sqrt() * v - (1 - alpha_bar).sqrt() * x_t).double(), atol=1e-4):
@@ -126,9 +146,11 @@ def check_fewest_nfe(fewest_nfe: Callable, sweep: dict) -> CheckResult:
     if not isinstance(sweep, dict) or not sweep:
         return _report(False, "pass the chapter's measured `sweep` dict as the second argument")
     made_up = {"A": [(5, 9.0, 0.1), (10, 3.0, 0.2), (20, 1.5, 0.4), (50, 1.6, 1.0)],
-               "B": [(5, 20.0, 0.1), (10, 12.0, 0.2)]}
+               "B": [(5, 20.0, 0.1), (10, 12.0, 0.2)],
+               # rows in no particular order: the smallest NFE, not the first row
+               "C": [(20, 1.5, 0.4), (5, 9.0, 0.1), (10, 1.4, 0.2)]}
     cases = [(made_up, "A", 2.0), (made_up, "A", 3.0), (made_up, "A", 1.55), (made_up, "B", 5.0),
-             (made_up, "A", 100.0)]
+             (made_up, "A", 100.0), (made_up, "C", 2.0)]
     for sampler, rows in sweep.items():
         ratios = sorted(ratio for _, ratio, *_ in rows)
         cases += [(sweep, sampler, ratios[len(ratios) // 2]), (sweep, sampler, ratios[0] / 2)]
