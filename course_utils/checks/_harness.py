@@ -59,6 +59,13 @@ def _as_tensor(result: object, shape: tuple[int, ...], name: str) -> tuple[torch
     return result.double(), None
 
 
+def _changed(names: tuple[str, ...], given: tuple[torch.Tensor, ...],
+             kept: tuple[torch.Tensor, ...]) -> list[str]:
+    """The names of the inputs that the learner's function changed in place: `given`
+    are the copies it received, `kept` the originals."""
+    return [name for name, a, b in zip(names, given, kept) if not torch.equal(a, b)]
+
+
 def _tensor_result(fn: Callable, *args, shape: tuple[int, ...], name: str
                    ) -> tuple[torch.Tensor | None, str | None]:
     """Call the learner's function and check it returned a tensor of `shape`: (result as

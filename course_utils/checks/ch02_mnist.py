@@ -6,7 +6,8 @@ from typing import Callable
 
 import torch
 
-from ._harness import CheckResult, _as_tensor, _call, _coefficients, _near, _report
+from ._harness import (CheckResult, _as_tensor, _call, _changed, _coefficients, _near,
+                       _report)
 
 _BROADCAST_ERROR = "must match the size of tensor"  # torch's message when (B,) meets (B, C, H, W)
 _SCHEDULES = ("linear", "squaredcos_cap_v2")  # two, so an answer that reads a global schedule fails on one
@@ -21,11 +22,6 @@ def _ddpm_scheduler(beta_schedule: str = "linear", clip_sample: bool = False):
     return DDPMScheduler(
         num_train_timesteps=1000, beta_schedule=beta_schedule, clip_sample=clip_sample
     )
-
-
-def _changed(names: tuple[str, ...], given: tuple[torch.Tensor, ...], kept: tuple[torch.Tensor, ...]) -> list[str]:
-    """The names of the inputs that the learner's function changed in place."""
-    return [name for name, a, b in zip(names, given, kept) if not torch.equal(a, b)]
 
 
 def _solved_with(

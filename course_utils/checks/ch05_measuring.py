@@ -7,7 +7,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._harness import CheckResult, _as_tensor, _call, _report
+from ._harness import CheckResult, _as_tensor, _call, _changed, _report
 
 
 def check_frechet_diagonal(frechet_diagonal: Callable) -> CheckResult:
@@ -79,12 +79,11 @@ def check_eps_from_v(eps_from_v: Callable) -> CheckResult:
     result, err = _as_tensor(raw, tuple(x_t.shape), "eps_from_v")
     if err:
         return _report(False, err)
-    for name, given, original in zip(("x_t", "v", "alpha_bar"), inputs,
-                                     (x_t, v, alpha_bar)):
-        if not torch.equal(given, original):
-            return _report(False, f"eps_from_v changed its input {name} in place (an "
-                                  "operation ending in _ such as mul_): compute a new "
-                                  "tensor instead")
+    changed = _changed(("x_t", "v", "alpha_bar"), tuple(inputs), (x_t, v, alpha_bar))
+    if changed:
+        return _report(False, f"eps_from_v changed {', '.join(changed)} in place (an "
+                              "operation ending in _ such as mul_): compute a new "
+                              "tensor instead")
     if torch.allclose(result, eps.double(), atol=1e-4):
         return _report(True, "your ε recovers the noise at every noise level")
     if torch.allclose(result, (alpha_bar.sqrt() * v - (1 - alpha_bar).sqrt() * x_t).double(), atol=1e-4):
