@@ -268,6 +268,16 @@ def test_check_ddpm_step():
         return mean + s.betas[t].sqrt() * noise
 
     assert check_ddpm_step(reference_ddpm_step)
+
+    def via_x0(x_t, eps, t, s, noise):  # Ho et al. eq. 7: x̂0 first, then the posterior mean
+        ab, beta, alpha = s.alphas_cumprod[t], s.betas[t], s.alphas[t]
+        ab_prev = s.alphas_cumprod[t - 1] if t > 0 else torch.tensor(1.0)
+        x0 = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+        mean = (ab_prev.sqrt() * beta / (1 - ab) * x0
+                + alpha.sqrt() * (1 - ab_prev) / (1 - ab) * x_t)
+        return mean + ((1 - ab_prev) / (1 - ab) * beta).sqrt() * noise
+
+    assert check_ddpm_step(via_x0)
     assert "fresh noise" in repr(check_ddpm_step(no_noise))
     assert "fixed_small" in repr(check_ddpm_step(beta_variance))
     assert not check_ddpm_step(lambda x_t, eps, t, s, noise: x_t)
@@ -703,6 +713,8 @@ def test_check_posterior_variance():
     def right(betas):
         ab = torch.cumprod(1 - betas, dim=0)
         return (1 - _cumprod_prev(ab)) / (1 - ab) * betas
+
+    assert "standard deviation" in repr(check_posterior_variance(lambda b: right(b).sqrt()))
 
     def first_step_not_zero(betas):
         result = right(betas)

@@ -443,7 +443,11 @@ def check_ddpm_step(ddpm_step: Callable) -> CheckResult:
             result, err = _as_tensor(result, tuple(x_t.shape), "ddpm_step")
             if err:
                 return _report(False, err if isinstance(returned, torch.Tensor) else f"{err}. {_TORCH_HINT}")
-            results[t] = (result, noise, torch.allclose(result, expected.double(), atol=1e-4))
+            # at t = 0 the posterior-mean form meets float32's 1.7e-4 gap between
+            # betas[0] and 1 - alphas_cumprod[0]: a right answer off by ~4e-4 there
+            rtol = 1e-3 if t == 0 else 0.0
+            results[t] = (result, noise, torch.allclose(result, expected.double(),
+                                                        atol=1e-4, rtol=rtol))
         if not all(right for _, _, right in results.values()):
             return _report(False, _ddpm_step_hint(ddpm_step, results, x_t, eps, schedule))
     return _report(True, "your step matches diffusers' DDPMScheduler.step (Algorithm 2), noise and last step included")

@@ -70,6 +70,9 @@ def check_posterior_variance(posterior_variance: Callable) -> CheckResult:
                 f"β̃ is inf or NaN at t = {first} (the first such step): look for a"
                 " division by zero or the square root of a negative number",
             )
+        if torch.allclose(result, reference.sqrt(), rtol=1e-3, atol=1e-9):
+            return _report(False, "that is σ_t = √β̃_t, a standard deviation: return the "
+                                  "variance β̃_t itself")
         if torch.allclose(result, b, rtol=1e-4):
             return _report(False, "that is β_t itself, the paper's other choice of σ_t²; the posterior variance "
                                   "scales it by (1 − ᾱ_{t−1}) / (1 − ᾱ_t)")
