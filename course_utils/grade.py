@@ -52,7 +52,7 @@ CHAPTER_EXERCISES = {
     3: ("check_transform", "check_sdedit", "check_ema_update"),
     4: ("check_posterior_variance", "check_posterior_mean", "check_q_sample_from"),
     5: ("check_frechet_diagonal", "check_eps_from_v", "check_fewest_nfe"),
-    6: ("check_guided_eps", "check_flow_euler_step", "check_guidance_choice"),
+    6: ("check_guided_eps", "check_heun_step", "check_guidance_choice"),
 }
 # Chapter objects a check takes besides the learner's function: small stand-ins of the
 # same form, used by the worker and by the grader alike (never the learner's own

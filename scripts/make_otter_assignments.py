@@ -196,12 +196,16 @@ HIDDEN: dict[str, list[Hidden]] = {
             " 4.0]))])",
         )
     ],
-    "check_flow_euler_step": [
+    "check_heun_step": [
         Hidden(
             TENSORS
             + "x = torch.randn(2, 1, 3, 3, generator=g)\n"
-            "v = torch.randn(2, 1, 3, 3, generator=g)\n",
-            "flow_euler_step(x, v, 0.8, 0.55)",
+            "u = torch.randn(2, 1, 3, 3, generator=g)\n"
+            "k = float(torch.rand(1, generator=g)) + 0.5\n"
+            "def velocity_fn(x, t):  # depends on x and on t\n"
+            "    return k * x + (1 + t * t) * u\n",
+            "torch.stack([heun_step(velocity_fn, x, 0.8, 0.55), "
+            "heun_step(velocity_fn, x, 0.3, 0.0)])",
         )
     ],
     "check_guidance_choice": [
@@ -212,6 +216,43 @@ HIDDEN: dict[str, list[Hidden]] = {
         )
     ],
 }
+
+
+# Exercises whose answer a later chapter exports to course_utils (issue 28): their
+# hidden tests run the learner's function with a tripwire on the course's own code, and
+# a result reached through it is no result.
+COURSE_CODE = {
+    "check_ddpm_step": "from course_utils.ddpm import reverse_step as _course\n"
+    "_codes = {_course.__code__}\n",
+    "check_transform": "from course_utils.data import ImageTransform as _course, "
+    "pil_to_tensor\n"
+    "_codes = {_course.__call__.__code__, _course.one.__code__, "
+    "pil_to_tensor.__code__}\n",
+}
+
+
+def guarded(hidden: Hidden, codes: str) -> Hidden:
+    """`hidden` with its result computed under a tripwire on the code objects `codes`
+    defines: the test fails when the learner's function ran them."""
+    tripwire = (
+        "import sys\n"
+        + codes
+        + "reached = []\n"
+        "def _watch(frame, event, arg):\n"
+        "    if event == 'call' and frame.f_code in _codes:\n"
+        "        reached.append(frame.f_code.co_name)\n"
+        "sys.setprofile(_watch)\n"
+        "try:\n"
+        f"    value = {hidden.result}\n"
+        "finally:\n"
+        "    sys.setprofile(None)\n"
+        'assert not reached, "the answer runs the course\'s own code: write it"\n'
+    )
+    return Hidden(hidden.inputs + tripwire, "value", hidden.compare, hidden.atol)
+
+
+for _check, _codes in COURSE_CODE.items():
+    HIDDEN[_check] = [guarded(hidden, _codes) for hidden in HIDDEN[_check]]
 
 
 def _exercise_text(markdown: str) -> str:
@@ -247,6 +288,11 @@ def _exercises(nb: nbformat.NotebookNode) -> list[dict]:
                 for code in PYTHON_BLOCK.findall(block)
             ]
         call = check_call(cell.source)
+        # the blocks that write the checked function; others (trying it on the
+        # chapter's models) need the whole chapter and are left to the book
+        defined = [f"def {arg.id}(" for arg in call.args if hasattr(arg, "id")]
+        writing = [code for code in solution if any(d in code for d in defined)]
+        solution = writing or solution
         found.append({
             "check": call.func.id,
             "call": cell.source.strip().splitlines()[-1],

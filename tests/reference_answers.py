@@ -51,3 +51,43 @@ def reference_fewest_nfe(sweep: dict, sampler: str, target: float) -> int | None
 def reference_guidance(table: dict, min_share: float):
     meeting = {w: fd for w, (share, fd) in table.items() if share >= min_share}
     return min(meeting, key=meeting.get) if meeting else None
+
+
+def reference_heun_step(velocity_fn, x_t: torch.Tensor, t: float, t_next: float
+                        ) -> torch.Tensor:
+    """Heun's step of dx/dt = velocity_fn(x, t) (Karras et al. 2022, Algorithm 1)."""
+    velocity = velocity_fn(x_t, t)
+    x_guess = x_t + (t_next - t) * velocity
+    velocity_next = velocity_fn(x_guess, t_next)
+    return x_t + (t_next - t) * (velocity + velocity_next) / 2
+
+
+class ReferenceTransform:
+    """Exercise 3.1's transform, written from PIL, numpy and torch as a learner would
+    (the checks reject course_utils' own ImageTransform): the tests' right answer and
+    the base of their wrong ones. Same arguments as ImageTransform."""
+
+    def __init__(self, size: int = 32, mode: str = "RGB", flip_prob: float = 0.5,
+                 value_range: tuple = (-1, 1), seed: int | None = None) -> None:
+        import random
+
+        self.size, self.mode, self.flip_prob = size, mode, flip_prob
+        self.value_range = tuple(value_range)
+        self.rng = random.Random(seed)
+
+    def one(self, image) -> torch.Tensor:
+        import numpy as np
+        from PIL import Image
+
+        image = image.convert(self.mode).resize((self.size, self.size),
+                                                Image.Resampling.BICUBIC)
+        array = np.asarray(image, dtype=np.float32) / 255
+        if array.ndim == 2:
+            array = array[:, :, None]
+        tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
+        if self.flip_prob > 0 and self.rng.random() < self.flip_prob:
+            tensor = tensor.flip(-1)
+        return tensor * 2 - 1 if self.value_range == (-1, 1) else tensor
+
+    def __call__(self, batch: dict) -> dict:
+        return {"images": [self.one(image) for image in batch["image"]]}

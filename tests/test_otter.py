@@ -69,7 +69,10 @@ def test_solutions_are_marked_and_hidden_tests_hold_literal_values(masters):
         public = [c.source for c in tests if "hidden: true" not in c.source]
         assert len(hidden) >= 3 and len(public) == 3, path.name
         for source in hidden:  # literal expected values, no course code
-            assert "course_utils" not in source and "check_" not in source
+            # (but for a tripwire on the course's code in 2.2 and 3.1: see below)
+            tripwire = re.sub(r"from course_utils\.\w+ import [^\n]*\bas _course\b.*\n",
+                              "", source)
+            assert "course_utils" not in tripwire and "check_" not in source
             assert re.search(r"(expected = torch\.tensor\(|result == )", source), source
         for source in public:
             assert re.search(r"assert check_\w+\(", source)
@@ -164,3 +167,28 @@ def test_hidden_tests_pass_on_the_published_solutions(masters):
         for cell in _blocks(nb, "TESTS"):
             if "hidden: true" in cell.source:
                 exec(cell.source, namespace)  # as Otter does; AssertionError if it fails
+
+
+def test_hidden_tests_reject_an_answer_that_runs_the_course_s_own_code(masters):
+    """2.2 and 3.1 are answered by code that later chapters export to course_utils: a
+    submission that calls it, however it reaches it, fails every hidden test."""
+    delegating = {
+        2: ("def ddpm_step", "import course_utils.ddpm as d\n"
+            "def ddpm_step(x_t, eps, t, scheduler, noise):\n"
+            "    return getattr(d, 'reverse_step')(x_t, eps, t, t - 1,\n"
+            "        scheduler.alphas_cumprod, noise, 'small')\n"),
+        3: ("def transform", "from course_utils import ImageTransform\n"
+            "transform = ImageTransform(32, flip_prob=0.5)\n"),
+    }
+    for chapter, (defines, answer) in delegating.items():
+        nb = nbformat.read(masters[chapter], as_version=4)
+        namespace: dict = {}
+        exec(next(c.source for c in nb.cells if c.cell_type == "code"), namespace)
+        for cell in _blocks(nb, "SOLUTION"):
+            exec(answer if defines in cell.source else cell.source, namespace)
+        exercise = [c.source for c in _blocks(nb, "TESTS") if "hidden: true" in
+                    c.source and "_course" in c.source]
+        assert exercise, f"chapter {chapter}: no hidden test with a tripwire"
+        for source in exercise:
+            with pytest.raises(AssertionError):
+                exec(source, dict(namespace))

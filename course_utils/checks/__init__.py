@@ -13,7 +13,7 @@ from .ch03_butterflies import check_ema_update, check_sdedit, check_transform
 from .ch04_ddpm import _cumprod_prev  # noqa: F401 (for the tests)
 from .ch04_ddpm import check_posterior_mean, check_posterior_variance, check_q_sample_from
 from .ch05_measuring import check_eps_from_v, check_fewest_nfe, check_frechet_diagonal
-from .ch06_guidance import check_flow_euler_step, check_guidance_choice, check_guided_eps
+from .ch06_guidance import check_heun_step, check_guidance_choice, check_guided_eps
 
 __all__ = [
     "CheckResult", "PASS", "FAIL",
@@ -22,5 +22,5 @@ __all__ = [
     "check_transform", "check_sdedit", "check_ema_update",
     "check_posterior_variance", "check_posterior_mean", "check_q_sample_from",
     "check_frechet_diagonal", "check_eps_from_v", "check_fewest_nfe",
-    "check_guided_eps", "check_flow_euler_step", "check_guidance_choice",
+    "check_guided_eps", "check_heun_step", "check_guidance_choice",
 ]

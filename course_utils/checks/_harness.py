@@ -4,6 +4,7 @@ checks."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from typing import Callable
 
@@ -49,6 +50,31 @@ def _call(fn: Callable, *args, name: str) -> tuple[object, str | None]:
         return None, f"{name} still raises NotImplementedError: replace the `raise` with your code"
     except Exception as exc:  # the learner's bug, reported rather than raised
         return None, f"{name} raised {type(exc).__name__}: {exc}"
+
+
+def _reaches(fn: Callable, targets: tuple[Callable, ...], *args) -> bool:
+    """True when calling `fn(*args)` runs any of `targets` (Python functions), however
+    the learner's code reached them: by import, alias, attribute or an instance's method.
+
+    For the exercises whose answer a later chapter exports to `course_utils` (issue 28):
+    the check names the delegation instead of passing it. Exceptions are swallowed: the
+    check reports those itself."""
+    codes = {target.__code__ for target in targets}
+    reached = []
+
+    def watch(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            reached.append(frame.f_code.co_name)
+
+    previous = sys.getprofile()
+    sys.setprofile(watch)
+    try:
+        fn(*args)
+    except Exception:  # the learner's bug: reported by the check's own call
+        pass
+    finally:
+        sys.setprofile(previous)
+    return bool(reached)
 
 
 def _as_tensor(result: object, shape: tuple[int, ...], name: str) -> tuple[torch.Tensor | None, str | None]:

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from ._harness import (CheckResult, _as_tensor, _call, _changed, _coefficients, _near,
-                       _report)
+                       _reaches, _report)
 
 _BROADCAST_ERROR = "must match the size of tensor"  # torch's message when (B,) meets (B, C, H, W)
 _SCHEDULES = ("linear", "squaredcos_cap_v2")  # two, so an answer that reads a global schedule fails on one
@@ -415,9 +415,17 @@ def check_ddpm_step(ddpm_step: Callable) -> CheckResult:
     It runs on a linear and a cosine schedule (an answer that reads the notebook's
     noise_scheduler fails on one), gives the learner copies (so an in-place edit shows),
     and names the usual slips (see `_ddpm_step_hint`)."""
+    from .. import ddpm  # chapter 4's step, never run here: a tripwire for the learner's
+
     g = torch.Generator().manual_seed(3)
     x_t = torch.randn(2, 1, 8, 8, generator=g)
     eps = torch.randn(2, 1, 8, 8, generator=g)
+    if _reaches(ddpm_step, (ddpm.reverse_step,), x_t.clone(), eps.clone(), 600,
+                _ddpm_scheduler(_SCHEDULES[0]), torch.zeros_like(x_t)):
+        return _report(False, "ddpm_step calls course_utils.ddpm.reverse_step, chapter 4's "
+                              "step: the exercise is to write Algorithm 2 yourself, from "
+                              "scheduler.betas, scheduler.alphas and "
+                              "scheduler.alphas_cumprod")
     for schedule in _SCHEDULES:
         reference = _ddpm_scheduler(schedule)  # clip_sample=False: step() is then exactly Algorithm 2
         scheduler = _ddpm_scheduler(schedule)  # the learner's

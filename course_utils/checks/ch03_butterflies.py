@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 
 from ._expected import stored_values
-from ._harness import CheckResult, _as_tensor, _call, _report
+from ._harness import CheckResult, _as_tensor, _call, _reaches, _report
 
 
 def _check_images(images: object, name: str, n: int, shape: tuple[int, ...], shape_hint: str = "") -> str | None:
@@ -39,6 +39,13 @@ def check_transform(transform: Callable, image_size: int = 32) -> CheckResult:
     # so a transposed image (C, W, H) shows as a strip down the left side
     corner.paste((255, 255, 255, 255), (0, 0, 25, 10))
     batch = {"image": [red, grey, corner]}
+    from ..data import ImageTransform, pil_to_tensor  # the course's own loader
+
+    if _reaches(transform, (ImageTransform.__call__, ImageTransform.one, pil_to_tensor),
+                {"image": [corner]}):
+        return _report(False, "the transform runs course_utils' ImageTransform or "
+                              "pil_to_tensor, the course's loader: the exercise is to "
+                              "write it yourself with PIL, numpy and torch")
     result, err = _call(transform, batch, name="transform")
     if err:
         return _report(False, err)

@@ -153,54 +153,130 @@ def check_guided_eps(
                          "guidance_scale: 1 is the conditional model)")
 
 
-def check_flow_euler_step(flow_euler_step: Callable) -> CheckResult:
-    """Check `flow_euler_step(x_t, velocity, t, t_next)` against
-    FlowMatchEulerDiscreteScheduler.step.
+class _Recorded:
+    """A velocity field that records the times it is called at."""
 
-    What is compared is the step's formula, on diffusers' own grids (shift 1 and SD3's
-    3), which differ from the chapter's equal steps; each call gets fresh copies of its
-    inputs."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
+    def __init__(self, field: Callable) -> None:
+        self.field, self.times = field, []
 
+    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+        self.times.append(float(t))
+        return self.field(x, float(t))
+
+
+# Two fields whose Heun step has a closed form (h = t_next − t), so the check holds no
+# Heun step of its own. Each entry: the field and, for (x, u, t, t_next), Heun's step,
+# Euler's, and the explicit midpoint method's.
+def _time_field(u: torch.Tensor) -> Callable:
+    return lambda x, t: (1 + 3 * t**2) * u  # v = c(t): Heun is the trapezoid rule
+
+
+def _heun_time(x, u, t, t_next):
+    h = t_next - t
+    return {"heun": x + h * u * ((1 + 3 * t**2) + (1 + 3 * t_next**2)) / 2,
+            "euler": x + h * u * (1 + 3 * t**2),
+            "midpoint": x + h * u * (1 + 3 * ((t + t_next) / 2) ** 2)}
+
+
+_K = 0.8  # v = k x: Heun is x (1 + hk + (hk)²/2)
+
+
+def _linear_field(u: torch.Tensor) -> Callable:
+    return lambda x, t: _K * x
+
+
+def _heun_linear(x, u, t, t_next):
+    hk = (t_next - t) * _K
+    return {"heun": x * (1 + hk + hk**2 / 2), "euler": x * (1 + hk),
+            "midpoint": x * (1 + hk + hk**2 / 2)}
+
+
+_FIELDS = {"v = (1 + 3t²) u, a field of t alone": (_time_field, _heun_time),
+           "v = 0.8 x, a linear field": (_linear_field, _heun_linear)}
+_STEPS = [(1.0, 0.75), (0.5, 0.2), (0.25, 0.0)]
+
+
+def _heun_mistake(result: torch.Tensor, x: torch.Tensor, forms: dict, times: list,
+                  t: float, t_next: float) -> str:
+    """What a wrong Heun step did, in words (the velocity's times are known)."""
+    heun, euler = forms["heun"].double(), forms["euler"].double()
+    if torch.allclose(result, 2 * x.double() - heun, atol=1e-5):
+        return ("wrong direction: t_next < t, so the step is (t_next − t) times the"
+                " averaged velocity, against the velocity ε − x0, towards the data")
+    if torch.allclose(result, euler, atol=1e-5) and len(times) > 1:
+        return ("you evaluate the second velocity at x_t, where the first one was:"
+                " evaluate it at Euler's guess of the point at t_next (on a field that"
+                " changes with x the two differ)")
+    if torch.allclose(result, euler, atol=1e-5) and t_next == 0:
+        return ("at t_next = 0 you return Euler's step: Karras et al. skip the"
+                " correction there because their slope divides by σ = 0, but the"
+                " flow's velocity is defined at t = 0, so this step keeps it")
+    if torch.allclose(result, euler, atol=1e-5):
+        return ("that is Euler's step, x + (t_next − t)·v(x, t): Heun's takes it only"
+                " as a guess, evaluates the velocity again there at t_next, and steps"
+                " with the average of the two velocities")
+    if any(abs(time - (t + t_next) / 2) < 1e-6 for time in times):
+        return ("you evaluate the velocity half way, at (t + t_next) / 2: that is the"
+                " midpoint method. Heun's evaluates it at t and at t_next, at Euler's"
+                " guess, and averages the two")
+    return ("the step differs from Heun's: check the three parts the exercise names,"
+            " Euler's guess at t_next, the velocity there at t_next, and a step from"
+            " x_t (not from the guess) with the average of the two velocities")
+
+
+def check_heun_step(heun_step: Callable, device: torch.device | str | None = None
+                    ) -> CheckResult:
+    """Check `heun_step(velocity_fn, x_t, t, t_next)`: one step of Heun's method for
+    dx/dt = velocity_fn(x, t) from t to t_next < t (Karras et al. 2022, Algorithm 1,
+    with its second-order correction at every step, the last included).
+
+    Checked on two fields whose Heun step has a closed form (a field of t alone, where
+    Heun's step is the trapezoid rule, and v = 0.8 x), at three (t, t_next) pairs, with
+    copies of x_t that must come back unchanged; the velocity must be evaluated exactly
+    twice, at t and at t_next. Names Euler's step, the midpoint method and a step the
+    wrong way. The linear field runs again on `device` (default: the learner's; "meta"
+    checks shapes and devices only)."""
     g = torch.Generator().manual_seed(9)
-    x_t, velocity = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
-    for shift in (1.0, 3.0):
-        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
-        scheduler.set_timesteps(5)
-        for i, timestep in enumerate(scheduler.timesteps):
-            t, t_next = float(scheduler.sigmas[i]), float(scheduler.sigmas[i + 1])
-            expected = scheduler.step(velocity, timestep, x_t).prev_sample.double()
-            given = (x_t.clone(), velocity.clone())
-            result, err = _tensor_result(flow_euler_step, *given, t, t_next,
-                                         shape=tuple(x_t.shape), name="flow_euler_step")
+    x_t, u = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
+    for field_name, (make_field, closed_forms) in _FIELDS.items():
+        for t, t_next in _STEPS:
+            velocity_fn = _Recorded(make_field(u))
+            given = x_t.clone()
+            result, err = _tensor_result(heun_step, velocity_fn, given, t, t_next,
+                                         shape=tuple(x_t.shape), name="heun_step")
+            where = f"with {field_name}, from t = {t:g} to {t_next:g}"
             if err:
-                return _report(False, err)
-            if not (torch.equal(given[0], x_t) and torch.equal(given[1], velocity)):
-                return _report(False, "flow_euler_step changed its inputs in place (add_ or"
-                                      " +=): the sampler still needs x_t, so build a new"
-                                      " tensor")
-            if torch.allclose(result, expected, atol=1e-5):
+                return _report(False, f"{where}: {err}")
+            if not torch.equal(given, x_t):
+                return _report(False, "heun_step changed x_t in place (add_ or +=):"
+                                      " the second velocity and the step both need"
+                                      " x_t, so build new tensors")
+            forms = closed_forms(x_t.double(), u.double(), t, t_next)
+            if torch.allclose(result, forms["heun"], atol=1e-5):
+                if len(velocity_fn.times) != 2:
+                    return _report(False, f"{where} you evaluate the velocity"
+                                          f" {len(velocity_fn.times)} times: Heun's"
+                                          " step needs it twice, at t and at t_next,"
+                                          " two network calls per step")
                 continue
-            if torch.allclose(result, (x_t - (t_next - t) * velocity).double(), atol=1e-5):
-                return _report(False, "wrong direction: t_next < t, so x moves by (t_next − t)·v, against the "
-                                      "velocity ε − x0, towards the data")
-            where = f"from t = {t:.3f} to {t_next:.3f} (shift {shift:g})"
-            if torch.allclose(result, (x_t - t_next * velocity).double(), atol=1e-5):
-                return _report(False, f"{where} you move x_t by −t_next·v: the"
-                                      " step's length is the time it covers, from t"
-                                      " to t_next, not t_next itself")
-            if torch.allclose(result, (x_t - t * velocity).double(), atol=1e-5):
-                return _report(False, f"{where} you return x̂0 = x_t − t·v, the"
-                                      " jump all the way to t = 0: the step stops at"
-                                      " t_next")
-            return _report(
-                False,
-                f"{where} the step differs from diffusers': it moves x_t from t to"
-                " t_next along the velocity (one Euler step of dx/dt = velocity, as"
-                " the exercise says)",
-            )
-    return _report(True, "your step is the formula of FlowMatchEulerDiscreteScheduler.step (checked on its "
-                         "grids, shift 1 and 3)")
+            return _report(False, f"{where}: " + _heun_mistake(
+                result, x_t, forms, velocity_fn.times, t, t_next))
+    device = torch.device(device) if device is not None else get_device()
+    if device.type != "cpu":
+        field = _linear_field(u)
+        result, err = _call(heun_step, field, x_t.to(device), 0.5, 0.2, name="heun_step")
+        if err:
+            return _report(False, f"on {device.type}: {err}")
+        if not isinstance(result, torch.Tensor) or result.device.type != device.type:
+            return _report(False, f"on {device.type}, return a tensor on x_t's device")
+        if device.type != "meta":
+            forms = _heun_linear(x_t.double(), u.double(), 0.5, 0.2)
+            if not torch.allclose(result.cpu().double(), forms["heun"], atol=1e-4):
+                return _report(False, f"on {device.type} the result differs from the"
+                                      " CPU one")
+    return _report(True, "Heun's step: two velocities, at t and at Euler's guess at"
+                         " t_next, averaged; checked on two fields where its result is"
+                         " known exactly")
 
 
 def _guidance_mistake(table: dict, min_share: float, result: object) -> str | None:
