@@ -202,10 +202,13 @@ HIDDEN: dict[str, list[Hidden]] = {
             + "x = torch.randn(2, 1, 3, 3, generator=g)\n"
             "u = torch.randn(2, 1, 3, 3, generator=g)\n"
             "k = float(torch.rand(1, generator=g)) + 0.5\n"
-            "def velocity_fn(x, t):  # depends on x and on t\n"
+            "calls = []\n"
+            "def velocity_fn(x, t):  # depends on x and on t; counts the calls\n"
+            "    calls.append(t)\n"
             "    return k * x + (1 + t * t) * u\n",
-            "torch.stack([heun_step(velocity_fn, x, 0.8, 0.55), "
-            "heun_step(velocity_fn, x, 0.3, 0.0)])",
+            "torch.cat([heun_step(velocity_fn, x, 0.8, 0.55).flatten(), "
+            "heun_step(velocity_fn, x, 0.3, 0.0).flatten(), "
+            "torch.tensor([float(len(calls))])])  # the values, then 2 calls a step",
         )
     ],
     "check_guidance_choice": [
@@ -241,11 +244,12 @@ def guarded(hidden: Hidden, codes: str) -> Hidden:
         "def _watch(frame, event, arg):\n"
         "    if event == 'call' and frame.f_code in _codes:\n"
         "        reached.append(frame.f_code.co_name)\n"
+        "_previous = sys.getprofile()\n"
         "sys.setprofile(_watch)\n"
         "try:\n"
         f"    value = {hidden.result}\n"
         "finally:\n"
-        "    sys.setprofile(None)\n"
+        "    sys.setprofile(_previous)\n"
         'assert not reached, "the answer runs the course\'s own code: write it"\n'
     )
     return Hidden(hidden.inputs + tripwire, "value", hidden.compare, hidden.atol)

@@ -929,13 +929,39 @@ def test_check_heun_step_names_the_plausible_wrong_steps():
         d_next = f(x + (t_next - t) * d, t_next)
         return x.add_((t_next - t) * (d + d_next) / 2)
 
+    def second_at_time_t(f, x, t, t_next):  # copy-paste slip: both velocities at t
+        guess = x + (t_next - t) * f(x, t)
+        return x + (t_next - t) * (f(x, t) + f(guess, t)) / 2
+
+    def network_time(f, x, t, t_next):  # the 1000 of flow_ema in the step
+        d = f(x, 1000 * t)
+        return x + (t_next - t) * (d + f(x + (t_next - t) * d, 1000 * t_next)) / 2
+
     hints = {euler: "Euler's step", wrong_way: "wrong direction", midpoint: "midpoint",
+             second_at_time_t: "evaluated at time t", network_time: "1000 · t",
              second_slope_at_x: "at Euler's guess", from_the_guess: "differs",
              skips_at_zero: "t_next = 0", in_place: "in place"}
     for wrong, hint in hints.items():
         result = check_heun_step(wrong, device="cpu")
         assert not result and hint in repr(result), (wrong.__name__, repr(result))
     assert "t_next = 0" not in repr(check_heun_step(euler, device="cpu"))
+    two_calls = check_heun_step(second_at_time_t, device="cpu")
+    assert "at x_t" not in repr(two_calls)  # the hint for the other slip
+
+
+def test_check_heun_step_says_what_velocity_fn_takes():
+    from course_utils.checks import check_heun_step
+
+    def per_image_times(f, x, t, t_next):  # a habit from calling the network
+        times = torch.full((len(x),), t)
+        d = f(x, times)
+        d_next = f(x + (t_next - t) * d, torch.full((len(x),), t_next))
+        return x + (t_next - t) * (d + d_next) / 2
+
+    assert check_heun_step(per_image_times, device="cpu")  # equal times: accepted
+    swapped = check_heun_step(lambda f, x, t, t_next: x + (t_next - t) * f(t, x),
+                              device="cpu")
+    assert not swapped and "takes one time t, a number" in repr(swapped)
 
 
 def test_check_heun_step_states_no_heun_step():

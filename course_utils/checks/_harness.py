@@ -52,29 +52,35 @@ def _call(fn: Callable, *args, name: str) -> tuple[object, str | None]:
         return None, f"{name} raised {type(exc).__name__}: {exc}"
 
 
-def _reaches(fn: Callable, targets: tuple[Callable, ...], *args) -> bool:
-    """True when calling `fn(*args)` runs any of `targets` (Python functions), however
-    the learner's code reached them: by import, alias, attribute or an instance's method.
+def _watched(fn: Callable, targets: tuple[Callable, ...]) -> tuple[Callable, list[str]]:
+    """`fn` wrapped so that every call of it runs under a tripwire on `targets` (Python
+    functions), and the list of the targets' names it reached, filled as it runs.
 
     For the exercises whose answer a later chapter exports to `course_utils` (issue 28):
-    the check names the delegation instead of passing it. Exceptions are swallowed: the
-    check reports those itself."""
+    the check runs every call of the learner's function through the wrapper and names a
+    call of the course's code instead of passing it, however the function reached that
+    code by an ordinary call (import, alias, attribute, partial, an instance's method).
+    A deliberate evasion (another thread, a recompiled copy, code that looks for the
+    profiler) is not caught. A non-callable `fn` comes back unwrapped: `_call` reports
+    it."""
+    if not callable(fn):
+        return fn, []
     codes = {target.__code__ for target in targets}
-    reached = []
+    reached: list[str] = []
 
     def watch(frame, event, arg):
         if event == "call" and frame.f_code in codes:
             reached.append(frame.f_code.co_name)
 
-    previous = sys.getprofile()
-    sys.setprofile(watch)
-    try:
-        fn(*args)
-    except Exception:  # the learner's bug: reported by the check's own call
-        pass
-    finally:
-        sys.setprofile(previous)
-    return bool(reached)
+    def watched(*args, **kwargs):
+        previous = sys.getprofile()
+        sys.setprofile(watch)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            sys.setprofile(previous)
+
+    return watched, reached
 
 
 def _as_tensor(result: object, shape: tuple[int, ...], name: str) -> tuple[torch.Tensor | None, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
@@ -160,13 +161,22 @@ class _Recorded:
         self.field, self.times = field, []
 
     def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+        if isinstance(t, torch.Tensor) and t.numel() > 1:
+            if not bool((t == t.flatten()[0]).all()):
+                raise ValueError(f"velocity_fn(x, t) takes one time t, a number; it got"
+                                 f" a tensor of shape {tuple(t.shape)} with different"
+                                 " times")
+            t = t.flatten()[0]  # one time per image, all equal: accepted
+        if not isinstance(t, (numbers.Real, torch.Tensor)) or isinstance(t, bool):
+            raise TypeError(f"velocity_fn(x, t) takes the time t as a number, got"
+                            f" {type(t).__name__} (are x and t swapped?)")
         self.times.append(float(t))
         return self.field(x, float(t))
 
 
 # Two fields whose Heun step has a closed form (h = t_next − t), so the check holds no
-# Heun step of its own. Each entry: the field and, for (x, u, t, t_next), Heun's step,
-# Euler's, and the explicit midpoint method's.
+# Heun step of its own. Each entry: the field and, for (x, u, t, t_next), Heun's step and
+# Euler's.
 def _time_field(u: torch.Tensor) -> Callable:
     return lambda x, t: (1 + 3 * t**2) * u  # v = c(t): Heun is the trapezoid rule
 
@@ -174,8 +184,7 @@ def _time_field(u: torch.Tensor) -> Callable:
 def _heun_time(x, u, t, t_next):
     h = t_next - t
     return {"heun": x + h * u * ((1 + 3 * t**2) + (1 + 3 * t_next**2)) / 2,
-            "euler": x + h * u * (1 + 3 * t**2),
-            "midpoint": x + h * u * (1 + 3 * ((t + t_next) / 2) ** 2)}
+            "euler": x + h * u * (1 + 3 * t**2)}
 
 
 _K = 0.8  # v = k x: Heun is x (1 + hk + (hk)²/2)
@@ -187,8 +196,7 @@ def _linear_field(u: torch.Tensor) -> Callable:
 
 def _heun_linear(x, u, t, t_next):
     hk = (t_next - t) * _K
-    return {"heun": x * (1 + hk + hk**2 / 2), "euler": x * (1 + hk),
-            "midpoint": x * (1 + hk + hk**2 / 2)}
+    return {"heun": x * (1 + hk + hk**2 / 2), "euler": x * (1 + hk)}
 
 
 _FIELDS = {"v = (1 + 3t²) u, a field of t alone": (_time_field, _heun_time),
@@ -203,10 +211,16 @@ def _heun_mistake(result: torch.Tensor, x: torch.Tensor, forms: dict, times: lis
     if torch.allclose(result, 2 * x.double() - heun, atol=1e-5):
         return ("wrong direction: t_next < t, so the step is (t_next − t) times the"
                 " averaged velocity, against the velocity ε − x0, towards the data")
-    if torch.allclose(result, euler, atol=1e-5) and len(times) > 1:
-        return ("you evaluate the second velocity at x_t, where the first one was:"
-                " evaluate it at Euler's guess of the point at t_next (on a field that"
-                " changes with x the two differ)")
+    if any(time > 1 + 1e-9 for time in times):
+        return ("velocity_fn takes the time t itself, a number in [0, 1]: the network's"
+                " 1000 · t belongs inside the velocity function, not in the step")
+    if len(times) > 1 and all(abs(time - t) < 1e-9 for time in times):
+        return ("the second velocity is evaluated at time t: Heun's evaluates it at"
+                " t_next, at Euler's guess of the point there")
+    if torch.allclose(result, euler, atol=1e-5) and len(times) == 2:
+        return ("you evaluate the second velocity at x_t (or leave it out of the"
+                " step): evaluate it at Euler's guess of the point at t_next, and step"
+                " with the average of the two velocities")
     if torch.allclose(result, euler, atol=1e-5) and t_next == 0:
         return ("at t_next = 0 you return Euler's step: Karras et al. skip the"
                 " correction there because their slope divides by σ = 0, but the"
