@@ -204,11 +204,12 @@ HIDDEN: dict[str, list[Hidden]] = {
             "k = float(torch.rand(1, generator=g)) + 0.5\n"
             "calls = []\n"
             "def velocity_fn(x, t):  # depends on x and on t; counts the calls\n"
+            "    t = float(torch.as_tensor(t).flatten()[0])  # a number or one per image\n"
             "    calls.append(t)\n"
             "    return k * x + (1 + t * t) * u\n",
             "torch.cat([heun_step(velocity_fn, x, 0.8, 0.55).flatten(), "
             "heun_step(velocity_fn, x, 0.3, 0.0).flatten(), "
-            "torch.tensor([float(len(calls))])])  # the values, then 2 calls a step",
+            "torch.tensor([float(len(calls))])])  # the values, then 2 + 1 calls",
         )
     ],
     "check_guidance_choice": [

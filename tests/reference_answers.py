@@ -55,9 +55,12 @@ def reference_guidance(table: dict, min_share: float):
 
 def reference_heun_step(velocity_fn, x_t: torch.Tensor, t: float, t_next: float
                         ) -> torch.Tensor:
-    """Heun's step of dx/dt = velocity_fn(x, t) (Karras et al. 2022, Algorithm 1)."""
+    """Heun's step of dx/dt = velocity_fn(x, t) (Karras et al. 2022, Algorithm 1):
+    Euler's step to t_next = 0."""
     velocity = velocity_fn(x_t, t)
     x_guess = x_t + (t_next - t) * velocity
+    if t_next == 0:
+        return x_guess
     velocity_next = velocity_fn(x_guess, t_next)
     return x_t + (t_next - t) * (velocity + velocity_next) / 2
 

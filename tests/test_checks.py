@@ -874,6 +874,21 @@ def _heun(f, x, t, t_next):  # the published solution, as tests/reference_answer
     return reference_heun_step(f, x, t, t_next)
 
 
+def _euler_to_zero(two_velocities):
+    """A Heun step written with two velocities, made to take Euler's step (one call) to
+    t_next = 0, as the exercise asks."""
+    def step(f, x, t, t_next):
+        if t_next == 0:
+            return x + (t_next - t) * f(x, t)
+        return two_velocities(f, x, t, t_next)
+    return step
+
+
+def _always_corrected(f, x, t, t_next):  # Heun with its correction at t_next = 0 too
+    d = f(x, t)
+    return x + (t_next - t) * (d + f(x + (t_next - t) * d, t_next)) / 2
+
+
 def test_check_heun_step_accepts_heun_written_differently():
     from course_utils.checks import check_heun_step
 
@@ -892,11 +907,17 @@ def test_check_heun_step_accepts_heun_written_differently():
         x0, eps = x - t * v, x + (1 - t) * v
         return (1 - t_next) * x0 + t_next * eps
 
+    def euler_by_comparison(f, x, t, t_next):  # the last step spotted with <, not ==
+        d = f(x, t)
+        guess = x + (t_next - t) * d
+        return guess if t_next < 1e-12 else x + (t_next - t) * (d + f(guess, t_next)) / 2
+
     assert check_heun_step(_heun, device="cpu")
-    assert check_heun_step(as_two_euler_guesses, device="cpu")
-    assert check_heun_step(with_torch_add, device="cpu")
+    assert check_heun_step(euler_by_comparison, device="cpu")
+    assert check_heun_step(_euler_to_zero(as_two_euler_guesses), device="cpu")
+    assert check_heun_step(_euler_to_zero(with_torch_add), device="cpu")
     # three velocity calls but one thrown away: right values, the wrong cost
-    three = check_heun_step(through_x0_and_noise, device="cpu")
+    three = check_heun_step(_euler_to_zero(through_x0_and_noise), device="cpu")
     assert not three and "3 times" in repr(three)
 
 
@@ -921,9 +942,6 @@ def test_check_heun_step_names_the_plausible_wrong_steps():
         guess = x + (t_next - t) * f(x, t)
         return guess + (t_next - t) * (f(x, t) + f(guess, t_next)) / 2
 
-    def skips_at_zero(f, x, t, t_next):  # Karras et al.'s last step
-        return euler(f, x, t, t_next) if t_next == 0 else _heun(f, x, t, t_next)
-
     def in_place(f, x, t, t_next):
         d = f(x, t)
         d_next = f(x + (t_next - t) * d, t_next)
@@ -937,14 +955,20 @@ def test_check_heun_step_names_the_plausible_wrong_steps():
         d = f(x, 1000 * t)
         return x + (t_next - t) * (d + f(x + (t_next - t) * d, 1000 * t_next)) / 2
 
+    def evaluates_then_drops(f, x, t, t_next):  # a second call on the last step, unused
+        d = f(x, t)
+        guess = x + (t_next - t) * d
+        d_next = f(guess, t_next)
+        return guess if t_next == 0 else x + (t_next - t) * (d + d_next) / 2
+
     hints = {euler: "Euler's step", wrong_way: "wrong direction", midpoint: "midpoint",
              second_at_time_t: "evaluated at time t", network_time: "1000 · t",
              second_slope_at_x: "at Euler's guess", from_the_guess: "differs",
-             skips_at_zero: "t_next = 0", in_place: "in place"}
+             _always_corrected: "the last step, to t_next = 0, is Euler's",
+             evaluates_then_drops: "for nothing", in_place: "in place"}
     for wrong, hint in hints.items():
         result = check_heun_step(wrong, device="cpu")
         assert not result and hint in repr(result), (wrong.__name__, repr(result))
-    assert "t_next = 0" not in repr(check_heun_step(euler, device="cpu"))
     two_calls = check_heun_step(second_at_time_t, device="cpu")
     assert "at x_t" not in repr(two_calls)  # the hint for the other slip
 
@@ -958,10 +982,12 @@ def test_check_heun_step_says_what_velocity_fn_takes():
         d_next = f(x + (t_next - t) * d, torch.full((len(x),), t_next))
         return x + (t_next - t) * (d + d_next) / 2
 
-    assert check_heun_step(per_image_times, device="cpu")  # equal times: accepted
+    # equal times: accepted
+    assert check_heun_step(_euler_to_zero(per_image_times), device="cpu")
     swapped = check_heun_step(lambda f, x, t, t_next: x + (t_next - t) * f(t, x),
                               device="cpu")
     assert not swapped and "takes one time t, a number" in repr(swapped)
+    assert "swapped" in repr(swapped)
 
 
 def test_check_heun_step_states_no_heun_step():
@@ -979,10 +1005,25 @@ def test_check_heun_step_runs_on_the_learners_device():
         d = f(x, t)
         return x + h * (d + f(x + h * d, t_next)) / 2
 
-    assert check_heun_step(step_as_a_cpu_tensor, device="cpu")
-    result = check_heun_step(step_as_a_cpu_tensor, device="meta")
+    right_on_cpu = _euler_to_zero(step_as_a_cpu_tensor)
+    assert check_heun_step(right_on_cpu, device="cpu")
+    result = check_heun_step(right_on_cpu, device="meta")
     assert not result and "on meta" in repr(result)
     assert check_heun_step(_heun, device="meta")
+
+
+def test_a_stub_is_told_apart_from_torch_s_own_not_implemented_error():
+    from course_utils.checks import check_heun_step
+
+    def heun_step(velocity_fn, x_t, t, t_next):
+        raise NotImplementedError  # your code here
+
+    def on_a_device_without_the_operation(velocity_fn, x_t, t, t_next):
+        raise NotImplementedError("Cannot copy out of meta tensor; no data!")
+
+    assert "still raises" in repr(check_heun_step(heun_step, device="cpu"))
+    other = repr(check_heun_step(on_a_device_without_the_operation, device="cpu"))
+    assert "still raises" not in other and "Cannot copy out of meta tensor" in other
 
 
 def test_checks_reject_an_answer_that_calls_the_course_s_own_code():

@@ -46,7 +46,9 @@ def _call(fn: Callable, *args, name: str) -> tuple[object, str | None]:
         return None, f"expected a function, got {type(fn).__name__}"
     try:
         return fn(*args), None
-    except NotImplementedError:
+    except NotImplementedError as exc:
+        if str(exc):  # torch's own (an operation a device lacks), not the stub's
+            return None, f"{name} raised NotImplementedError: {exc}"
         return None, f"{name} still raises NotImplementedError: replace the `raise` with your code"
     except Exception as exc:  # the learner's bug, reported rather than raised
         return None, f"{name} raised {type(exc).__name__}: {exc}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from typing import Callable
 
@@ -165,7 +166,7 @@ class _Recorded:
             if not bool((t == t.flatten()[0]).all()):
                 raise ValueError(f"velocity_fn(x, t) takes one time t, a number; it got"
                                  f" a tensor of shape {tuple(t.shape)} with different"
-                                 " times")
+                                 " times (are x and t swapped?)")
             t = t.flatten()[0]  # one time per image, all equal: accepted
         if not isinstance(t, (numbers.Real, torch.Tensor)) or isinstance(t, bool):
             raise TypeError(f"velocity_fn(x, t) takes the time t as a number, got"
@@ -208,12 +209,17 @@ def _heun_mistake(result: torch.Tensor, x: torch.Tensor, forms: dict, times: lis
                   t: float, t_next: float) -> str:
     """What a wrong Heun step did, in words (the velocity's times are known)."""
     heun, euler = forms["heun"].double(), forms["euler"].double()
-    if torch.allclose(result, 2 * x.double() - heun, atol=1e-5):
+    expected = euler if t_next == 0 else heun  # the last step is Euler's
+    if torch.allclose(result, 2 * x.double() - expected, atol=1e-5):
         return ("wrong direction: t_next < t, so the step is (t_next − t) times the"
-                " averaged velocity, against the velocity ε − x0, towards the data")
+                " velocity, against the velocity ε − x0, towards the data")
     if any(time > 1 + 1e-9 for time in times):
         return ("velocity_fn takes the time t itself, a number in [0, 1]: the network's"
                 " 1000 · t belongs inside the velocity function, not in the step")
+    if t_next == 0 and torch.allclose(result, heun, atol=1e-5):
+        return ("the last step, to t_next = 0, is Euler's step, as the exercise says:"
+                " Karras et al. and diffusers skip the correction there (the solution"
+                " says why)")
     if len(times) > 1 and all(abs(time - t) < 1e-9 for time in times):
         return ("the second velocity is evaluated at time t: Heun's evaluates it at"
                 " t_next, at Euler's guess of the point there")
@@ -221,15 +227,11 @@ def _heun_mistake(result: torch.Tensor, x: torch.Tensor, forms: dict, times: lis
         return ("you evaluate the second velocity at x_t (or leave it out of the"
                 " step): evaluate it at Euler's guess of the point at t_next, and step"
                 " with the average of the two velocities")
-    if torch.allclose(result, euler, atol=1e-5) and t_next == 0:
-        return ("at t_next = 0 you return Euler's step: Karras et al. skip the"
-                " correction there because their slope divides by σ = 0, but the"
-                " flow's velocity is defined at t = 0, so this step keeps it")
     if torch.allclose(result, euler, atol=1e-5):
         return ("that is Euler's step, x + (t_next − t)·v(x, t): Heun's takes it only"
                 " as a guess, evaluates the velocity again there at t_next, and steps"
                 " with the average of the two velocities")
-    if any(abs(time - (t + t_next) / 2) < 1e-6 for time in times):
+    if len(times) == 2 and any(abs(time - (t + t_next) / 2) < 1e-6 for time in times):
         return ("you evaluate the velocity half way, at (t + t_next) / 2: that is the"
                 " midpoint method. Heun's evaluates it at t and at t_next, at Euler's"
                 " guess, and averages the two")
@@ -241,41 +243,48 @@ def _heun_mistake(result: torch.Tensor, x: torch.Tensor, forms: dict, times: lis
 def check_heun_step(heun_step: Callable, device: torch.device | str | None = None
                     ) -> CheckResult:
     """Check `heun_step(velocity_fn, x_t, t, t_next)`: one step of Heun's method for
-    dx/dt = velocity_fn(x, t) from t to t_next < t (Karras et al. 2022, Algorithm 1,
-    with its second-order correction at every step, the last included).
+    dx/dt = velocity_fn(x, t) from t to t_next < t (Karras et al. 2022, Algorithm 1):
+    two velocities averaged, except on the last step, to t_next = 0, which is Euler's
+    (as in Karras et al. and diffusers' Heun schedulers: n steps, 2n − 1 calls).
 
     Checked on two fields whose Heun step has a closed form (a field of t alone, where
-    Heun's step is the trapezoid rule, and v = 0.8 x), at three (t, t_next) pairs, with
-    copies of x_t that must come back unchanged; the velocity must be evaluated exactly
-    twice, at t and at t_next. Names Euler's step, the midpoint method and a step the
-    wrong way. The linear field runs again on `device` (default: the learner's; "meta"
-    checks shapes and devices only)."""
+    Heun's step is the trapezoid rule, and v = 0.8 x), at three (t, t_next) pairs, the
+    last to 0, with copies of x_t that must come back unchanged; the velocity must be
+    evaluated twice (once on the last step). Names Euler's step, the second velocity at
+    x_t or at time t, the midpoint method, a corrected last step, a step the wrong way
+    and the network's 1000 · t. The linear field runs again on `device` (default: the
+    learner's; "meta" checks shapes and devices only)."""
     g = torch.Generator().manual_seed(9)
     x_t, u = torch.randn(2, 1, 4, 4, generator=g), torch.randn(2, 1, 4, 4, generator=g)
-    for field_name, (make_field, closed_forms) in _FIELDS.items():
-        for t, t_next in _STEPS:
-            velocity_fn = _Recorded(make_field(u))
-            given = x_t.clone()
-            result, err = _tensor_result(heun_step, velocity_fn, given, t, t_next,
-                                         shape=tuple(x_t.shape), name="heun_step")
-            where = f"with {field_name}, from t = {t:g} to {t_next:g}"
-            if err:  # where it failed, unless the function is still the stub
-                stub = "NotImplementedError" in err and "still raises" in err
-                return _report(False, err if stub else f"{where}: {err}")
-            if not torch.equal(given, x_t):
-                return _report(False, "heun_step changed x_t in place (add_ or +=):"
-                                      " the second velocity and the step both need"
-                                      " x_t, so build new tensors")
-            forms = closed_forms(x_t.double(), u.double(), t, t_next)
-            if torch.allclose(result, forms["heun"], atol=1e-5):
-                if len(velocity_fn.times) != 2:
-                    return _report(False, f"{where} you evaluate the velocity"
-                                          f" {len(velocity_fn.times)} times: Heun's"
-                                          " step needs it twice, at t and at t_next,"
-                                          " two network calls per step")
-                continue
-            return _report(False, f"{where}: " + _heun_mistake(
-                result, x_t, forms, velocity_fn.times, t, t_next))
+    # step by step, both fields at each: a slip of every step shows before the last's
+    for (t, t_next), (field_name, (make_field, closed_forms)) in itertools.product(
+            _STEPS, _FIELDS.items()):
+        velocity_fn = _Recorded(make_field(u))
+        given = x_t.clone()
+        result, err = _tensor_result(heun_step, velocity_fn, given, t, t_next,
+                                     shape=tuple(x_t.shape), name="heun_step")
+        where = f"with {field_name}, from t = {t:g} to {t_next:g}"
+        if err:  # where it failed, unless the function is still the stub
+            stub = "NotImplementedError" in err and "still raises" in err
+            return _report(False, err if stub else f"{where}: {err}")
+        if not torch.equal(given, x_t):
+            return _report(False, "heun_step changed x_t in place (add_ or +=):"
+                                  " the second velocity and the step both need"
+                                  " x_t, so build new tensors")
+        forms = closed_forms(x_t.double(), u.double(), t, t_next)
+        last = t_next == 0
+        if torch.allclose(result, forms["euler" if last else "heun"], atol=1e-5):
+            calls = len(velocity_fn.times)
+            if calls != (1 if last else 2):
+                need = ("the last step needs one velocity, at t: another call"
+                        " costs a network evaluation for nothing" if last else
+                        "Heun's step needs it twice, at t and at t_next: two"
+                        " network calls per step")
+                return _report(False, f"{where}: you evaluate the velocity"
+                                      f" {calls} times: {need}")
+            continue
+        return _report(False, f"{where}: " + _heun_mistake(
+            result, x_t, forms, velocity_fn.times, t, t_next))
     device = torch.device(device) if device is not None else get_device()
     if device.type != "cpu":
         field = _linear_field(u)
@@ -290,8 +299,8 @@ def check_heun_step(heun_step: Callable, device: torch.device | str | None = Non
                 return _report(False, f"on {device.type} the result differs from the"
                                       " CPU one")
     return _report(True, "Heun's step: two velocities, at t and at Euler's guess at"
-                         " t_next, averaged; checked on two fields where its result is"
-                         " known exactly")
+                         " t_next, averaged, and Euler's step to t = 0; checked on two"
+                         " fields where its result is known exactly")
 
 
 def _guidance_mistake(table: dict, min_share: float, result: object) -> str | None:
