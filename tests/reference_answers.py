@@ -94,3 +94,32 @@ class ReferenceTransform:
 
     def __call__(self, batch: dict) -> dict:
         return {"images": [self.one(image) for image in batch["image"]]}
+
+
+def reference_masked_cross_attention(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Exercise 7.2: softmax(Q Kᵀ / √d) V (Vaswani et al. 2017, eq. 1), padding tokens
+    (mask 0 or False) given weight 0. queries (B, N, d), keys and values (B, T, d), mask
+    (B, T); returns (B, N, d)."""
+    scores = queries @ keys.transpose(-2, -1) / queries.shape[-1] ** 0.5  # (B, N, T)
+    scores = scores.masked_fill(mask[:, None, :] == 0, float("-inf"))
+    return scores.softmax(dim=-1) @ values
+
+
+def reference_inpaint_step(
+    latents: torch.Tensor, known_latents: torch.Tensor, repaint_mask: torch.Tensor,
+    noise: torch.Tensor, alpha_bar_next,
+) -> torch.Tensor:
+    """Exercise 7.3: the kept region (mask 0) replaced by the known latents noised to
+    ᾱ', the repainted region (mask 1) unchanged; a soft mask blends linearly."""
+    alpha_bar = torch.as_tensor(alpha_bar_next, dtype=latents.dtype)
+    noised = alpha_bar.sqrt() * known_latents + (1 - alpha_bar).sqrt() * noise
+    return repaint_mask * latents + (1 - repaint_mask) * noised
+
+
+def reference_kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Exercise 7.1: KL(N(mean, diag(exp(logvar))) ‖ N(0, I)) per image, summed over its
+    C·h·w latent numbers (Kingma & Welling 2014, appendix B; diffusers'
+    DiagonalGaussianDistribution.kl()). mean and logvar (B, C, h, w); returns (B,)."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3))

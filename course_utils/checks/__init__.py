@@ -14,6 +14,8 @@ from .ch04_ddpm import _cumprod_prev  # noqa: F401 (for the tests)
 from .ch04_ddpm import check_posterior_mean, check_posterior_variance, check_q_sample_from
 from .ch05_measuring import check_eps_from_v, check_fewest_nfe, check_frechet_diagonal
 from .ch06_guidance import check_heun_step, check_guidance_choice, check_guided_eps
+from .ch07_latent import (check_inpaint_step, check_masked_cross_attention,
+                          check_kl_divergence)
 
 __all__ = [
     "CheckResult", "PASS", "FAIL",
@@ -23,4 +25,5 @@ __all__ = [
     "check_posterior_variance", "check_posterior_mean", "check_q_sample_from",
     "check_frechet_diagonal", "check_eps_from_v", "check_fewest_nfe",
     "check_guided_eps", "check_heun_step", "check_guidance_choice",
+    "check_kl_divergence", "check_masked_cross_attention", "check_inpaint_step",
 ]
