@@ -53,6 +53,7 @@ CHAPTER_EXERCISES = {
     4: ("check_posterior_variance", "check_posterior_mean", "check_q_sample_from"),
     5: ("check_frechet_diagonal", "check_eps_from_v", "check_fewest_nfe"),
     6: ("check_guided_eps", "check_heun_step", "check_guidance_choice"),
+    7: ("check_kl_divergence", "check_masked_cross_attention", "check_inpaint_step"),
 }
 # Chapter objects a check takes besides the learner's function: small stand-ins of the
 # same form, used by the worker and by the grader alike (never the learner's own

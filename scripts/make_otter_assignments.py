@@ -219,6 +219,37 @@ HIDDEN: dict[str, list[Hidden]] = {
             compare="equal",
         )
     ],
+    "check_kl_divergence": [
+        Hidden(
+            TENSORS
+            + "mean = torch.randn(3, 4, 2, 2, generator=g)\n"
+            "logvar = 2 * torch.randn(3, 4, 2, 2, generator=g)\n",
+            "kl_divergence(mean, logvar)",
+        )
+    ],
+    "check_masked_cross_attention": [
+        Hidden(
+            TENSORS
+            + "q = torch.randn(2, 3, 5, generator=g)\n"
+            "k = torch.randn(2, 4, 5, generator=g)\n"
+            "v = torch.randn(2, 4, 5, generator=g)\n"
+            "mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])\n",
+            "torch.stack([masked_cross_attention(q, k, v, mask), "
+            "masked_cross_attention(q, k, v, mask.bool())])",
+        )
+    ],
+    "check_inpaint_step": [
+        Hidden(
+            TENSORS
+            + "x = torch.randn(2, 4, 3, 3, generator=g)\n"
+            "known = torch.randn(2, 4, 3, 3, generator=g)\n"
+            "noise = torch.randn(2, 4, 3, 3, generator=g)\n"
+            "mask = torch.rand(2, 1, 3, 3, generator=g)  # soft\n"
+            "ab = float(torch.rand(1, generator=g)) * 0.8 + 0.1\n",
+            "torch.stack([inpaint_step(x, known, mask, noise, ab), "
+            "inpaint_step(x, known, (mask > 0.5).float(), noise, 1.0)])",
+        )
+    ],
 }
 
 

@@ -61,6 +61,13 @@ TELLTALES = [
     ("6.2", r"\(t_next − t\)·\(d \+ d′\)/2"),
     ("3.1", r"class ImageTransform\b"),
     ("6.3", r"\b_guidance_reference\b"),
+    ("7.1", _spaced("logvar.exp() - 1 - logvar")),
+    ("7.1", _spaced("1 + logvar - mean.pow(2) - logvar.exp()")),
+    ("7.1", _spaced("1 + logvar - mean ** 2 - logvar.exp()")),
+    ("7.2", r"masked_fill\([^)]*mask"),
+    ("7.2", r"attn_mask\s*=\s*mask"),
+    ("7.3", _spaced("repaint_mask * latents + (1 - repaint_mask)")),
+    ("7.3", _spaced("(1 - alpha_bar_next).sqrt() * noise")),
     ("any", r"expected (NFE|w =) \{"),
 ]
 
