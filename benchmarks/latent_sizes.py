@@ -113,6 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attention", choices=("coarse", "fine"), default="coarse",
                    help="where the UNet's attention blocks go: coarse (chapter 7's), "
                         "all but the first block; fine, all but the last")
+    p.add_argument("--no-pooled-text", dest="pooled_text", action="store_false",
+                   help="no pooled prompt vector in the time embedding (chapter 7 "
+                        "has one: addition_embed_type='text')")
     p.add_argument("--unet-heads", type=int, default=8, help="attention heads a block")
     p.add_argument("--unet-steps", type=int, default=10,
                    help="timed steps per size (the step cost; not the FID stage)")
@@ -220,16 +223,20 @@ def block_types(n: int, attention: str) -> tuple[tuple[str, ...], tuple[str, ...
 
 
 def make_unet(in_channels: int, side: int, widths: tuple[int, ...], heads: int,
-              attention: str = "coarse") -> UNet2DConditionModel:
-    """The same text-conditioned UNet for pixels or latents; only its input differs."""
+              attention: str = "coarse", pooled_text: bool = True
+              ) -> UNet2DConditionModel:
+    """The same text-conditioned UNet for pixels or latents; only its input differs.
+    `pooled_text`: the tokens, attention-pooled, also join the time embedding
+    (diffusers' addition_embed_type="text"), as in chapter 7."""
     down, up = block_types(len(widths), attention)
+    pooled = dict(addition_embed_type="text", addition_embed_type_num_heads=8)
     return UNet2DConditionModel(
         sample_size=side, in_channels=in_channels, out_channels=in_channels,
         block_out_channels=widths, layers_per_block=1,
         down_block_types=down, up_block_types=up,
         cross_attention_dim=TEXT_DIM,
         attention_head_dim=heads,  # diffusers reads it as the number of heads here
-        norm_num_groups=norm_groups(widths))
+        norm_num_groups=norm_groups(widths), **(pooled if pooled_text else {}))
 
 
 @dataclass
@@ -247,7 +254,7 @@ def time_unet_steps(args: argparse.Namespace) -> dict[str, StepCost]:
     setups, times = {}, {}
     for label, (chans, side) in (("pixels", PIXELS), ("latents", LATENTS)):
         unet = make_unet(chans, side, args.unet_channels, args.unet_heads,
-                         args.attention).train()
+                         args.attention, args.pooled_text).train()
         optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
         setups[label] = (unet, optimizer, chans, side)
         times[label] = ([], [])
@@ -432,7 +439,7 @@ def train_unet(args: argparse.Namespace, setup: FidSetup, vae: AutoencoderKL,
     sampler = DDIMScheduler.from_config(noise_scheduler.config,
                                         timestep_spacing="trailing")
     unet = make_unet(LATENTS[0], LATENTS[1], args.unet_channels, args.unet_heads,
-                     args.attention).train()
+                     args.attention, args.pooled_text).train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.unet_lr,
                                   weight_decay=1e-2)
     schedule = get_constant_schedule_with_warmup(optimizer, UNET_WARMUP)
@@ -503,9 +510,9 @@ def table(path: Path) -> str:
     if not path.is_file():
         raise SystemExit(f"no runs logged yet: expected a JSON-lines file at {path}")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    lines = ["| run | UNet ch | attention | UNet batch | s/step 64²×3 | s/step 16²×4 "
-             "| ratio | VAE ch, KL w | VAE batch | VAE steps | CPU min "
-             "| PSNR dB (¼, ½, ¾, 1 of budget) | latent std |",
+    lines = ["| run | UNet ch | attention | UNet batch | s/step 64²×3 "
+             "| s/step 16²×4 | ratio | VAE ch, KL w | VAE batch | VAE steps "
+             "| CPU min | PSNR dB (¼, ½, ¾, 1 of budget) | latent std |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         px, lat, vae = r["unet"]["pixels"], r["unet"]["latents"], r["vae"]
@@ -514,6 +521,7 @@ def table(path: Path) -> str:
         # records from before --attention and --vae-batch-size: the layout then,
         # and the VAE trained at the UNet's batch
         attention = r.get("attention", "fine")
+        attention += " + pooled" if r.get("pooled_text") else ""
         vae_batch = r.get("vae_batch_size", r["batch_size"])
         lines.append(
             f"| {r['name']} | {r['unet_channels']} | {attention} | "
@@ -530,9 +538,10 @@ def table(path: Path) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fid = r["unet_fid"]
+        attention = r["attention"] + (" + pooled" if r.get("pooled_text") else "")
         curve = ", ".join(f"{c['fid']:.1f} ± {c['fid_sd']:.1f}" for c in fid["curve"])
         lines.append(
-            f"| {r['name']} | {r['unet_channels']} | {r['attention']} | "
+            f"| {r['name']} | {r['unet_channels']} | {attention} | "
             f"{fid['batch_size']} | {fid['steps']} | "
             f"{fid['curve'][-1]['cpu_min']:.1f} | {fid['fid_n']} | {curve} | "
             f"{fid['floor']['fid']:.1f} ± {fid['floor']['fid_sd']:.1f} |")
@@ -555,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": args.name, "smoke": args.smoke, "batch_size": args.batch_size,
         "unet_channels": ",".join(map(str, args.unet_channels)),
         "unet_heads": args.unet_heads, "attention": args.attention,
+        "pooled_text": args.pooled_text,
         "unet": {label: vars(cost) for label, cost in unet.items()},
         "vae_channels": ",".join(map(str, args.vae_channels)),
         "kl_weight": args.kl_weight, "vae_lr": args.vae_lr,

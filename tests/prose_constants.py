@@ -134,6 +134,22 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "4.87": "printed as -4.87 ± 0.11 (grid, flow network, 2 steps), quoted as a gain",
         "13.92": "printed as -13.92 ± 0.78 (training on flow's grid, 2 steps), quoted as a lead",
     },
+    "07_latent_diffusion_and_text.ipynb": {
+        "1,024": "derived: 4 × 16 × 16, the numbers in one latent (the autoencoder's latent_channels and side)",
+        "12,288": "derived: 64 × 64 × 3, the numbers in one picture",
+        "0.000001": "kl_weight in the latent-diffusion repository's configs/autoencoder/autoencoder_kl_*.yaml "
+                    "(CompVis/latent-diffusion; Rombach et al. 2022)",
+        "0.18215": "Stable Diffusion v1's vae.config.scaling_factor (diffusers; Rombach et al. 2022, appendix)",
+        "5.5": "derived: 1 / 0.18215, the latents' standard deviation that factor implies",
+        "3.3": "a section number: Rombach et al. 2022, section 3.3 (conditioning mechanisms)",
+        "7.2": "an exercise number (masked cross-attention)",
+        "7.3": "an exercise number (one inpainting step)",
+        "3.2": "an exercise number: chapter 3's exercise 3.2 (SDEdit)",
+        "60%": "img2img's strength 0.6 as a share of the sampler's steps (the cell's own argument)",
+        "1,800": "output of 03_butterflies_unet2d.ipynb (its training steps)",
+        "171.9": "output of 03_butterflies_unet2d.ipynb (its EMA weights' FID at N = 500, 32×32)",
+        "6.0": "the printed 6.0e-08 (the pipeline against the hand-written loop), quoted in full",
+    },
 }
 
 # Chapters whose prose has not yet been re-read against a re-run: the test is expected to fail for them.

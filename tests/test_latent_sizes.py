@@ -64,9 +64,9 @@ def test_smoke_run_logs_both_sizes_a_psnr_curve_and_unet_fids(
     assert script.main(["--table", "--results", str(results)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 7 and table[3] == ""
-    assert table[2].startswith(f"| smoke | 8,16,16 | {attention} | 1 |")
+    assert table[2].startswith(f"| smoke | 8,16,16 | {attention} + pooled | 1 |")
     assert table[4].startswith("| run | UNet ch | attention | UNet batch | steps |")
-    assert table[6].startswith(f"| smoke | 8,16,16 | {attention} | 2 | 2 |")
+    assert table[6].startswith(f"| smoke | 8,16,16 | {attention} + pooled | 2 | 2 |")
 
 
 def test_defaults_build_chapter_7s_unet():
@@ -79,7 +79,12 @@ def test_defaults_build_chapter_7s_unet():
     assert (args.unet_minutes, args.unet_train_steps) == (0, 0)
     assert (args.unet_batch_size, args.unet_lr, args.fid_n, args.guidance) == (
         64, 1e-3, 200, 4.0)
-    unet = script.make_unet(4, 16, args.unet_channels, args.unet_heads, args.attention)
+    unet = script.make_unet(4, 16, args.unet_channels, args.unet_heads, args.attention,
+                            args.pooled_text)
+    # the pooled prompt vector joins the time embedding, as in chapter 7
+    assert unet.config.addition_embed_type == "text"
+    assert unet.config.addition_embed_type_num_heads == 8
+    assert script.parse_args(["--no-pooled-text"]).pooled_text is False
     # coarse: no attention at the full side, attention at half and a quarter of it
     assert unet.config.down_block_types == (
         "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
