@@ -137,6 +137,11 @@ KNOWN_IN_STUDENT_EDITION = {
         "06_guidance_and_flow_matching",
         "6.1",
     ): "cell 15 guides with ε_u + w (ε_c − ε_u), a number w: the stated formula",
+    (
+        "07_latent_diffusion_and_text",
+        "6.1",
+    ): "generate and img2img guide with ε_u + w (ε_c − ε_u), a number w: chapter 6's "
+    "stated formula, used as Stable Diffusion's sampler uses it",
 }
 
 
