@@ -149,6 +149,11 @@ CONSTANTS: dict[str, dict[str, str]] = {
         "1,800": "output of 03_butterflies_unet2d.ipynb (its training steps)",
         "171.9": "output of 03_butterflies_unet2d.ipynb (its EMA weights' FID at N = 500, 32×32)",
         "6.0": "the printed 6.0e-08 (the pipeline against the hand-written loop), quoted in full",
+        "3.8": "derived: 219.1 - 215.3, the FIDs at w = 3 and w = 8 (both printed)",
+        "167.8": "output of 03_butterflies_unet2d.ipynb (its raw weights' FID at N = 500, 32×32)",
+        "5.3": "derived: 167.8 - 162.5, chapter 3's raw weights against the latent model at 32×32",
+        "4.9": "derived: 2 × sqrt(2 × 1.4² + 2 × 1.0²), compare's unpaired bar for that difference "
+               "(each spread covers only its reference draws, so counts twice)",
     },
 }
 

@@ -106,9 +106,9 @@ def test_chapter_code_lines_fit_the_page(path):
 # list when its chapter is re-run.
 WIDER_THAN_THE_PAGE: dict[str, tuple[list[str], str]] = {
     "07_latent_diffusion_and_text.ipynb": (
-        ["cell 60: 7.51 in"],
-        "the img2img figure's y label adds 0.01 in; the cell narrows it at the chapter's "
-        "next full re-run (a stored output is not redrawn by hand)"),
+        ["7.51 in"],
+        "the img2img figure (its y label adds 0.01 in), to be narrowed when the chapter is "
+        "next re-run at full budget (a stored output is not redrawn by hand)"),
 }
 
 
@@ -130,7 +130,8 @@ def test_stored_figures_fit_the_page(path):
                 too_wide.append(f"cell {index}: {image.width / dpi:.2f} in")
     known = WIDER_THAN_THE_PAGE.get(path.name)
     if known:
-        assert too_wide == known[0], f"{path.name}: {too_wide}; update WIDER_THAN_THE_PAGE"
+        widths = [entry.split(": ")[1] for entry in too_wide]  # cell numbers move
+        assert widths == known[0], f"{path.name}: {too_wide}; update WIDER_THAN_THE_PAGE"
         pytest.xfail(known[1])
     assert not too_wide, f"{path.name}: figures wider than the page: {too_wide}"
 
